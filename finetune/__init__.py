@@ -1,0 +1,1 @@
+"""Training for speech emotion recognition: corpora in, versioned checkpoint directories out."""

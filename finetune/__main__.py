@@ -1,0 +1,17 @@
+"""``python -m finetune COMMAND``: describe corpora, train, cross-validate, retrain."""
+
+import sys
+
+from ser.cli import dispatch
+
+COMMANDS = {
+    "describe": ("finetune.describe", "counts per class and speaker, durations, for a corpus"),
+    "train": ("finetune.train", "fine-tune a transformer or train a light model (Trainer)"),
+    "probe": ("finetune.probe", "frozen-encoder probe: cache hidden states, train a light head"),
+    "classical": ("finetune.classical", "MFCC/eGeMAPS features with SVM, decision tree or MLP"),
+    "cv": ("finetune.cv", "k-fold or leave-one-speaker-out cross-validation"),
+    "retrain": ("finetune.retrain", "retrain from the annotation store's corrections"),
+}
+
+if __name__ == "__main__":
+    sys.exit(dispatch("python -m finetune", "Train speech emotion models.", COMMANDS))

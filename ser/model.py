@@ -1,0 +1,138 @@
+"""Predictor: one interface over every model the project can load.
+
+A model is a Hugging Face checkpoint directory (or hub id) loaded with ``AutoFeatureExtractor`` +
+``AutoModelForAudioClassification``; the project's own light and probe models register themselves
+with those Auto classes, and the classical scikit-learn models sit behind the same methods. The app,
+the CLI and the benchmarks therefore never need to know which kind of model they hold.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ser.audio import SAMPLE_RATE, load_audio, segments
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do about it."""
+
+
+def default_model_path() -> str:
+    """The model used when none is given: ``SER_MODEL`` if set, else the embedded default."""
+    return os.environ.get("SER_MODEL") or str(DEFAULT_MODEL_DIR)
+
+
+def _register_project_models() -> None:
+    """Import the modules whose classes register with the transformers Auto classes."""
+    import ser.light_models  # noqa: F401
+    import ser.probe  # noqa: F401
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else that does not exist is a missing folder."""
+    return Path(source).is_absolute() or source.startswith(".") or source.count("/") > 1
+
+
+def _offline_hint(source: str, error: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"Could not load the model {source!r}: {error}. "
+        "If this is a Hugging Face Hub id, this machine may be offline: download it once while online "
+        f"(`huggingface-cli download {source}`) or pass a local checkpoint directory."
+    )
+
+
+class Predictor:
+    """Turns audio into a probability per emotion label."""
+
+    def __init__(self, model: Any, feature_extractor: Any, *, name: str, version: str) -> None:
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.name = name
+        self.version = version
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+            id2label = model.config.id2label
+            self.labels = [id2label[i] for i in range(len(id2label))]
+            self._forward_keys = set(inspect.signature(model.forward).parameters)
+        else:
+            self.labels = list(model.labels)
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike | None = None) -> Predictor:
+        """Load a checkpoint directory, a classical model directory, or a hub id (None: the default)."""
+        source = str(path_or_hub_id) if path_or_hub_id is not None else default_model_path()
+        local = Path(source)
+        name = local.name if local.exists() else source
+        if (local / "classical.json").is_file():
+            from ser.classical import ClassicalModel
+
+            model = ClassicalModel.load(local)
+            return cls(model, None, name=name, version=str(getattr(model, "version", name)))
+        if local.exists() and not (local / "config.json").is_file():
+            raise ModelLoadError(f"{source} is not a model directory (no config.json or classical.json in it).")
+        if not local.exists() and _looks_like_a_path(source):
+            raise ModelLoadError(f"No model directory at {source}.")
+        _register_project_models()
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+        try:
+            feature_extractor = AutoFeatureExtractor.from_pretrained(source)
+            model = AutoModelForAudioClassification.from_pretrained(source)
+        except (OSError, ValueError) as error:  # hub errors: not found, offline, invalid id
+            raise _offline_hint(source, error) from error
+        return cls(model, feature_extractor, name=name, version=_model_version(local, model))
+
+    def predict(self, audio: Any) -> dict[str, float]:
+        """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input."""
+        return dict(zip(self.labels, self._probabilities(load_audio(audio)).tolist()))
+
+    def predict_batch(self, clips: list[Any]) -> list[dict[str, float]]:
+        """Predict several clips one by one.
+
+        Padding a batch changes what models without an attention mask see, and batching gave no
+        speed-up on 2 CPU cores (see NOTES.md), so clips are run singly.
+        """
+        return [self.predict(clip) for clip in clips]
+
+    def timeline(self, audio: Any, window_s: float = 3.0, hop_s: float = 1.5) -> list[dict[str, Any]]:
+        """Probabilities per window for long recordings: emotion over time."""
+        waveform = load_audio(audio)
+        return [
+            {
+                "start": segment.start_s,
+                "end": segment.end_s,
+                "probs": dict(zip(self.labels, self._probabilities(segment.samples).tolist())),
+            }
+            for segment in segments(waveform, window_s, hop_s)
+        ]
+
+    def _probabilities(self, waveform: np.ndarray) -> np.ndarray:
+        if self.feature_extractor is None:
+            return np.asarray(self.model.predict_proba([waveform])[0], dtype=np.float64)
+        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        inputs = {key: value for key, value in inputs.items() if key in self._forward_keys}
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[0]
+        return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64)
+
+
+def _model_version(local: Path, model: Any) -> str:
+    """A model's version: the one its training run recorded, else its directory or hub id."""
+    recorded = getattr(model.config, "ser_model_version", None)
+    if recorded:
+        return str(recorded)
+    metrics = local / "metrics.json"
+    if metrics.is_file():
+        version = json.loads(metrics.read_text()).get("model_version")
+        if version:
+            return str(version)
+    return local.name if local.exists() else str(model.config.name_or_path)

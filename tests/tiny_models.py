@@ -1,0 +1,46 @@
+"""Tiny transformer checkpoints built from configs, so tests never need the hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+LABELS = ["neutral", "happy", "sad", "angry"]
+
+
+def _label_maps(labels: list[str]) -> dict:
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def save_tiny_wav2vec2(out: Path, labels: list[str] = LABELS, *, kind: str = "wav2vec2", seed: int = 0) -> Path:
+    """A randomly initialised wav2vec2 or HuBERT classifier with a real feature extractor."""
+    from transformers import (
+        HubertConfig,
+        HubertForSequenceClassification,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+    )
+
+    config_class, model_class = {
+        "wav2vec2": (Wav2Vec2Config, Wav2Vec2ForSequenceClassification),
+        "hubert": (HubertConfig, HubertForSequenceClassification),
+    }[kind]
+    torch.manual_seed(seed)
+    config = config_class(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16,
+        **_label_maps(labels),
+    )
+    model_class(config).save_pretrained(out)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(out)
+    return out
