@@ -58,6 +58,9 @@ class Predictor:
         self.feature_extractor = feature_extractor
         self.name = name
         self.version = version
+        self.runtime = "eager"
+        self.runtime_check: dict[str, Any] = {}
+        self._runner: Any = None
         if isinstance(model, torch.nn.Module):
             model.eval()
             id2label = model.config.id2label
@@ -67,8 +70,12 @@ class Predictor:
             self.labels = list(model.labels)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike | None = None) -> Predictor:
-        """Load a checkpoint directory, a classical model directory, or a hub id (None: the default)."""
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike | None = None, *, runtime: str | None = None) -> Predictor:
+        """Load a checkpoint directory, a classical model directory, or a hub id (None: the default).
+
+        ``runtime``: "auto" (default; ``SER_RUNTIME`` overrides) picks the fastest CPU runtime that
+        matches eager PyTorch within ``ser.runtime.TOLERANCE``; "eager", "onnx" or "onnx-int8" force one.
+        """
         source = str(path_or_hub_id) if path_or_hub_id is not None else default_model_path()
         local = Path(source)
         name = local.name if local.exists() else source
@@ -89,7 +96,18 @@ class Predictor:
             model = AutoModelForAudioClassification.from_pretrained(source)
         except (OSError, ValueError) as error:  # hub errors: not found, offline, invalid id
             raise _offline_hint(source, error) from error
-        return cls(model, feature_extractor, name=name, version=_model_version(local, model))
+        predictor = cls(model, feature_extractor, name=name, version=_model_version(local, model))
+        predictor.use_runtime(runtime, local if local.is_dir() else None)
+        return predictor
+
+    def use_runtime(self, runtime: str | None, checkpoint: Path | None = None) -> None:
+        """Switch to ``runtime`` (see ``from_pretrained``), exporting and checking it if needed."""
+        from ser.runtime import check_signals, choose_runtime, select_runner
+
+        check_inputs = [self._inputs(signal) for signal in check_signals()]
+        self._runner, self.runtime, self.runtime_check = select_runner(
+            self.model, check_inputs, checkpoint, choose_runtime(runtime)
+        )
 
     def predict(self, audio: Any) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input."""
@@ -118,11 +136,17 @@ class Predictor:
     def _probabilities(self, waveform: np.ndarray) -> np.ndarray:
         if self.feature_extractor is None:
             return np.asarray(self.model.predict_proba([waveform])[0], dtype=np.float64)
-        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        inputs = {key: value for key, value in inputs.items() if key in self._forward_keys}
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits[0]
+        inputs = self._inputs(waveform)
+        if self._runner is not None:
+            logits = self._runner(inputs)[0]
+        else:
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits[0]
         return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64)
+
+    def _inputs(self, waveform: np.ndarray) -> dict[str, torch.Tensor]:
+        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return {key: value for key, value in inputs.items() if key in self._forward_keys}
 
 
 def _model_version(local: Path, model: Any) -> str:

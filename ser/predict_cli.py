@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the embedded model)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the results to this CSV file")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument(
+        "--runtime",
+        choices=["auto", "eager", "onnx", "onnx-int8"],
+        default=None,
+        help="inference runtime (default auto: the fastest that matches eager PyTorch; eager opts out)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no audio files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
     try:
-        predictor = Predictor.from_pretrained(args.model)
+        predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

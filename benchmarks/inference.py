@@ -1,0 +1,158 @@
+"""CPU inference latency per backbone family and runtime, as ratios to eager PyTorch in the same run.
+
+Weights are random where no pretrained checkpoint is reachable offline: the architecture is what
+costs. Every figure goes through ``Predictor.predict`` (validation + feature extraction + model),
+which is what the app and CLI pay. Run: ``python benchmarks/inference.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ser.model import DEFAULT_MODEL_DIR, Predictor  # noqa: E402
+from ser.runtime import check_signals  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECONDS = (1, 3, 10, 30)
+LABELS = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "boredom"]
+
+
+def save_family(name: str, out: Path) -> Path:
+    """A randomly initialised checkpoint of a real architecture, with its feature extractor."""
+    from transformers import (
+        HubertConfig,
+        HubertForSequenceClassification,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForAudioClassification,
+    )
+
+    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {k: i for i, k in enumerate(LABELS)}}
+    torch.manual_seed(0)
+    if name == "wav2vec2-base":
+        model, extractor = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**labels)), Wav2Vec2FeatureExtractor()
+    elif name == "hubert-base":
+        model, extractor = HubertForSequenceClassification(HubertConfig(**labels)), Wav2Vec2FeatureExtractor()
+    elif name == "distilhubert":
+        config = HubertConfig(num_hidden_layers=2, **labels)
+        model, extractor = HubertForSequenceClassification(config), Wav2Vec2FeatureExtractor()
+    elif name == "whisper-tiny-encoder (30 s padding)":
+        config = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+                               decoder_layers=4, decoder_attention_heads=6, decoder_ffn_dim=1536, **labels)
+        model, extractor = WhisperForAudioClassification(config), WhisperFeatureExtractor(feature_size=80)
+    elif name == "light-cnn":
+        from ser.light_models import create_light_model
+
+        model, extractor = create_light_model("light-cnn", LABELS)
+    else:
+        raise ValueError(name)
+    model.save_pretrained(out)
+    extractor.save_pretrained(out)
+    return out
+
+
+def time_call(call: Callable[[], object], repeats: int) -> dict[str, float]:
+    call()  # warm-up: first-call allocations and lazy initialisation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"median_s": statistics.median(times), "p95_s": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]}
+
+
+def torch_int8(predictor: Predictor) -> Predictor:
+    """Dynamic int8 quantization of every Linear layer, on a copy of the eager model."""
+    import copy
+
+    quantized = copy.copy(predictor)
+    quantized.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(predictor.model), {torch.nn.Linear}, dtype=torch.qint8)
+    return quantized
+
+
+def variants(path: Path) -> dict[str, Predictor]:
+    eager = Predictor.from_pretrained(path, runtime="eager")
+    found = {"eager fp32": eager, "torch dynamic int8": torch_int8(eager)}
+    for runtime in ("onnx", "onnx-int8"):
+        try:
+            found[f"ORT {runtime.replace('onnx-', '')}".replace("ORT onnx", "ORT fp32")] = Predictor.from_pretrained(path, runtime=runtime)
+        except Exception as error:  # noqa: BLE001 - report and go on: one exporter failure is a result
+            print(f"  {runtime}: not available ({type(error).__name__}: {error})", file=sys.stderr)
+    auto = Predictor.from_pretrained(path)
+    found[f"default (auto -> {auto.runtime})"] = auto
+    return found
+
+
+def clip(seconds: float) -> np.ndarray:
+    base = check_signals()[1]
+    return np.resize(base, int(seconds * 16000)).astype(np.float32)
+
+
+def bench_family(name: str, path: Path, seconds: tuple[int, ...], repeats: int) -> list[dict]:
+    rows = []
+    predictors = variants(path)
+    for length in seconds:
+        audio = clip(length)
+        baseline = None
+        for runtime, predictor in predictors.items():
+            timing = time_call(lambda: predictor.predict(audio), repeats if length < 10 else max(2, repeats // 3))
+            baseline = baseline or timing["median_s"]
+            rows.append({
+                "family": name, "runtime": runtime, "clip_s": length, **timing,
+                "rtf": timing["median_s"] / length, "speedup_vs_eager": baseline / timing["median_s"],
+            })
+            print(f"{name:38s} {runtime:28s} {length:>3d} s  {timing['median_s'] * 1000:8.1f} ms  x{baseline / timing['median_s']:.2f}")
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| family | runtime | clip | median | p95 | RTF | speed-up vs eager |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['family']} | {r['runtime']} | {r['clip_s']} s | {r['median_s'] * 1000:.0f} ms | "
+            f"{r['p95_s'] * 1000:.0f} ms | {r['rtf']:.3f} | {r['speedup_vs_eager']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="3 s clips only, fewer repeats")
+    parser.add_argument("--families", nargs="*", default=None)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    seconds = (3,) if args.quick else SECONDS
+    families = args.families or ["wav2vec2-base", "hubert-base", "distilhubert", "whisper-tiny-encoder (30 s padding)", "light-cnn"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in families:
+            rows += bench_family(name, save_family(name, Path(tmp) / name.split()[0]), seconds, args.repeats)
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        rows += bench_family("embedded default (Whisper tiny.en probe, real length)", DEFAULT_MODEL_DIR, seconds, args.repeats)
+    table = markdown(rows)
+    print("\n" + table)
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+    (RESULTS / "inference.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (RESULTS / "inference.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,465 @@
+"""Emotional speech corpora as ``datasets.Dataset``: one schema whatever the corpus's own layout.
+
+Every adapter returns the columns ``audio`` (``Audio(sampling_rate=16000, decode=False)``),
+``label`` (``ClassLabel`` on the canonical names present, in ``ser.labels.EMOTIONS`` order),
+``speaker``, ``corpus`` and ``path``, so training, probing and cross-corpus evaluation never care
+where a clip came from.
+
+Why ``decode=False``: datasets 5 decodes audio with torchcodec, which needs FFmpeg's shared
+libraries; neither is installed here, and neither is needed for WAV/FLAC. The ``audio`` column
+therefore holds ``{"bytes", "path"}`` and :func:`waveform` decodes a row with
+``ser.audio.load_audio`` (soundfile, mono, 16 kHz float32). Anyone who has torchcodec may still
+``dataset.cast_column("audio", Audio(sampling_rate=16000))``.
+
+Nothing is dropped silently: files whose names do not follow the layout, labels outside the
+taxonomy and missing files are counted in a :class:`CorpusReport`, which ``load_corpus`` attaches
+to the dataset as ``dataset.report`` and summarises in a :class:`CorpusWarning`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value
+
+from ser import labels as taxonomy
+
+SAMPLE_RATE = 16000
+AUDIO_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".mp3"})
+CORPORA: tuple[str, ...] = ("emodb", "ravdess", "crema-d", "tess", "folder", "csv", "hub")
+UNKNOWN_SPEAKER = "unknown"
+
+# Cross-corpus 4-class set (IEMOCAP style). RAVDESS's "calm" is read as neutral, as is usual when
+# RAVDESS meets 4-class corpora; every other emotion is dropped.
+FOUR_CLASS_MAP: dict[str, str | None] = {
+    name: (name if name in taxonomy.FOUR_CLASS else None) for name in taxonomy.EMOTIONS
+} | {"calm": "neutral"}
+LABEL_MAPS: dict[str, dict[str, str | None]] = {"four-class": FOUR_CLASS_MAP}
+
+LabelMap = Mapping[str, "str | None"] | Sequence[str] | str
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be loaded at all (wrong root, no usable clip, bad CSV header)."""
+
+
+class CorpusWarning(UserWarning):
+    """Some files of a corpus were left out; ``dataset.report`` lists which and why."""
+
+
+@dataclass
+class CorpusReport:
+    """What loading a corpus kept, left out on purpose, and could not use."""
+
+    corpus: str
+    root: str
+    loaded: int = 0
+    unknown_labels: list[tuple[str, str]] = field(default_factory=list)  # (path, label as written)
+    missing_files: list[str] = field(default_factory=list)
+    unparsed: list[str] = field(default_factory=list)  # names that do not follow the corpus layout
+    skipped: Counter[str] = field(default_factory=Counter)  # deliberate: reason -> count
+
+    @property
+    def problems(self) -> int:
+        """How many entries could not be used (deliberate skips are not problems)."""
+        return len(self.unknown_labels) + len(self.missing_files) + len(self.unparsed)
+
+    def summary(self) -> str:
+        """One human-readable paragraph, with a few examples of each problem."""
+        parts = [f"{self.corpus} at {self.root}: {self.loaded} clips loaded"]
+        if self.unknown_labels:
+            found = Counter(label for _, label in self.unknown_labels)
+            parts.append(
+                f"{len(self.unknown_labels)} with unknown labels "
+                + ", ".join(f"{label!r} x{count}" for label, count in found.most_common(5))
+            )
+        if self.missing_files:
+            parts.append(f"{len(self.missing_files)} missing files (e.g. {', '.join(self.missing_files[:3])})")
+        if self.unparsed:
+            parts.append(
+                f"{len(self.unparsed)} files whose names do not follow the {self.corpus} layout "
+                f"(e.g. {', '.join(self.unparsed[:3])})"
+            )
+        if self.skipped:
+            parts.append("skipped on purpose: " + ", ".join(f"{why} x{n}" for why, n in self.skipped.items()))
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One clip found by an adapter, before its label is resolved."""
+
+    path: str
+    label: str  # as the corpus writes it
+    speaker: str
+    audio_bytes: bytes | None = None
+
+
+# ----------------------------------------------------------------------------------------- public
+
+
+def load_corpus(name: str, root: Any, *, label_map: LabelMap | None = None, **options: Any) -> Dataset:
+    """Load corpus ``name`` ("emodb", "ravdess", "crema-d", "tess", "folder", "csv", "hub") from ``root``.
+
+    ``label_map`` merges or drops classes: a mapping ``{label: new label or None}`` (labels it does
+    not name are kept), a sequence of labels to keep (the rest are dropped), or a name from
+    :data:`LABEL_MAPS` such as ``"four-class"``. ``options`` go to the adapter (see ``read_corpus``).
+    """
+    dataset, report = read_corpus(name, root, label_map=label_map, **options)
+    if report.problems:
+        warnings.warn(report.summary(), CorpusWarning, stacklevel=2)
+    dataset.report = report
+    return dataset
+
+
+def read_corpus(
+    name: str, root: Any, *, label_map: LabelMap | None = None, **options: Any
+) -> tuple[Dataset, CorpusReport]:
+    """Like :func:`load_corpus` but returns the report beside the dataset and never warns.
+
+    Adapter options: ravdess ``include_song=False``; folder ``speaker_pattern``; csv
+    ``path_column``, ``label_column``, ``speaker_column``, ``speaker_pattern``; hub ``split``,
+    ``audio_column``, ``label_column``, ``speaker_column``, ``corpus_name`` and ``load_kwargs``.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key not in _ADAPTERS:
+        raise CorpusError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+    corpus_name = options.pop("corpus_name", None) or (_hub_name(root) if key == "hub" else key)
+    report = CorpusReport(corpus=corpus_name, root=str(root))
+    adapter, to_canonical = _ADAPTERS[key]
+    entries = list(adapter(root, report, **options))
+    mapper = _label_mapper(label_map)
+    rows = _resolve(entries, to_canonical, mapper, report)
+    if not rows:
+        raise CorpusError(f"no usable clip in {corpus_name} at {root}. {report.summary()}")
+    report.loaded = len(rows)
+    return _to_dataset(rows, corpus_name), report
+
+
+def waveform(row: Mapping[str, Any]) -> np.ndarray:
+    """The clip of a dataset row as 16 kHz mono float32, decoded by ``ser.audio.load_audio``.
+
+    Accepts a row of a :func:`load_corpus` dataset, its ``audio`` cell, or a decoded
+    ``{"array", "sampling_rate"}`` cell (resampled if needed).
+    """
+    from ser.audio import load_audio  # imported here so listing a corpus never needs the decoder
+
+    audio = row.get("audio", row) if isinstance(row, Mapping) else row
+    if isinstance(audio, Mapping) and audio.get("array") is not None:
+        return load_audio((int(audio["sampling_rate"]), np.asarray(audio["array"])))
+    if isinstance(audio, Mapping) and audio.get("bytes"):
+        return load_audio(bytes(audio["bytes"]))
+    path = (audio.get("path") if isinstance(audio, Mapping) else None) or row.get("path")
+    if not path:
+        raise ValueError("row has neither audio bytes nor a path to decode")
+    return load_audio(path)
+
+
+def label_names(dataset: Dataset) -> list[str]:
+    """The class names of a corpus dataset, in index order."""
+    return list(dataset.features["label"].names)
+
+
+def with_label_names(dataset: Dataset, names: Sequence[str]) -> Dataset:
+    """Re-index ``label`` onto ``names`` (e.g. a model's ``id2label``), so indices mean the same
+    classes across corpora, the annotation store and a trained model."""
+    used = {label_names(dataset)[i] for i in set(dataset["label"])}
+    missing = sorted(used - set(names))
+    if missing:
+        raise ValueError(f"the dataset has labels {missing} that are not among {list(names)}")
+    return dataset.align_labels_with_mapping({name: i for i, name in enumerate(names)}, "label")
+
+
+def concatenate_corpora(parts: Sequence[Dataset]) -> Dataset:
+    """One dataset from several (cross-corpus training, corpus + corrections): the union of their
+    classes in ``EMOTIONS`` order, and the five shared columns."""
+    from datasets import concatenate_datasets
+
+    present = {name for part in parts for name in label_names(part)}
+    names = [name for name in taxonomy.EMOTIONS if name in present]
+    columns = ["audio", "label", "speaker", "corpus", "path"]
+    return concatenate_datasets([with_label_names(part.select_columns(columns), names) for part in parts])
+
+
+# --------------------------------------------------------------------------------------- adapters
+
+
+def _emodb(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``SSTTTEV.wav``: speaker, text, emotion letter, version (``03a01Fa.wav``)."""
+    folder = Path(root) / "wav" if (Path(root) / "wav").is_dir() else Path(root)
+    pattern = re.compile(r"^(\d\d)([a-z]\d\d)([A-Za-z])([a-z]?)$")
+    for path in _audio_files(folder, report, recursive=False):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        yield _Entry(str(path), match.group(3).upper(), match.group(1))
+
+
+def _ravdess(root: Any, report: CorpusReport, *, include_song: bool = False) -> Iterator[_Entry]:
+    """``MM-VV-EE-II-SS-RR-AA.wav``: modality, vocal channel (01 speech, 02 song), emotion, ..., actor."""
+    pattern = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+    for path in _audio_files(Path(root), report):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        if match.group(2) == "02" and not include_song:
+            report.skipped["song (include_song=False)"] += 1
+            continue
+        yield _Entry(str(path), match.group(3), match.group(7))
+
+
+def _crema_d(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``1001_DFA_ANG_XX.wav``: actor, sentence, emotion, intensity."""
+    pattern = re.compile(r"^(\d+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z0-9]+)$")
+    for path in _audio_files(Path(root), report):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        yield _Entry(str(path), match.group(3).upper(), match.group(1))
+
+
+def _tess(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``OAF_back_angry.wav`` (in folders such as ``OAF_angry``): speaker OAF/YAF, word, emotion."""
+    pattern = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_(.+)$", re.IGNORECASE)
+    for path in _audio_files(Path(root), report):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        yield _Entry(str(path), match.group(3).lower(), match.group(1).upper())
+
+
+DEFAULT_SPEAKER_PATTERN = r"^([A-Za-z0-9]+)[_-]"
+
+
+def _folder(
+    root: Any, report: CorpusReport, *, speaker_pattern: str | None = DEFAULT_SPEAKER_PATTERN
+) -> Iterator[_Entry]:
+    """``root/<label>/**/<clip>``: the class is the top folder's name.
+
+    Such folders do not record speakers: the speaker is the first group of ``speaker_pattern``
+    matched against the file stem (default: the prefix before the first ``_`` or ``-``, so
+    ``spk03_take1.wav`` -> ``spk03``), or ``"unknown"`` when it does not match or is None.
+    """
+    folder = Path(root)
+    for path in _audio_files(folder, report):
+        relative = path.relative_to(folder)
+        if len(relative.parts) < 2:
+            report.unparsed.append(str(path))  # a clip beside the class folders has no class
+            continue
+        yield _Entry(str(path), relative.parts[0], _speaker_from_stem(path.stem, speaker_pattern))
+
+
+def _csv(
+    root: Any,
+    report: CorpusReport,
+    *,
+    path_column: str = "path",
+    label_column: str = "label",
+    speaker_column: str = "speaker",
+    speaker_pattern: str | None = DEFAULT_SPEAKER_PATTERN,
+) -> Iterator[_Entry]:
+    """A CSV/TSV with ``path,label[,speaker]``; relative paths are relative to the table's folder.
+
+    Without a speaker column the speaker comes from the file stem as in the folder layout.
+    """
+    table = Path(root)
+    if not table.is_file():
+        raise CorpusError(f"CSV/TSV file not found: {table}")
+    delimiter = "\t" if table.suffix.lower() in {".tsv", ".tab"} else ","
+    with table.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        header = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = header
+        for needed in (path_column, label_column):
+            if needed not in header:
+                raise CorpusError(f"{table} has no {needed!r} column (columns: {', '.join(header)})")
+        for row in reader:
+            written = (row.get(path_column) or "").strip()
+            path = Path(written) if Path(written).is_absolute() else table.parent / written
+            if not written or not path.is_file():
+                report.missing_files.append(str(path))
+                continue
+            speaker = (row.get(speaker_column) or "").strip() or _speaker_from_stem(path.stem, speaker_pattern)
+            yield _Entry(str(path.resolve()), (row.get(label_column) or "").strip(), speaker)
+
+
+def _hub(
+    root: Any,
+    report: CorpusReport,
+    *,
+    split: str = "train",
+    audio_column: str = "audio",
+    label_column: str = "label",
+    speaker_column: str | None = "speaker",
+    load_kwargs: Mapping[str, Any] | None = None,
+) -> Iterator[_Entry]:
+    """Any ``datasets`` dataset: a hub id or local data folder (``load_dataset``), a folder written
+    by ``save_to_disk``, or a ``Dataset``/``DatasetDict`` object; columns are mapped by name.
+
+    A missing speaker column gives speaker ``"unknown"``, so speaker-independent splits will refuse it.
+    """
+    source = _open_hub_dataset(root, split, dict(load_kwargs or {}))
+    for needed in (audio_column, label_column):
+        if needed not in source.column_names:
+            raise CorpusError(f"dataset has no {needed!r} column (columns: {', '.join(source.column_names)})")
+    if isinstance(source.features[audio_column], Audio):
+        source = source.cast_column(audio_column, Audio(decode=False))  # no torchcodec needed
+    label_feature = source.features[label_column]
+    names = label_feature.names if isinstance(label_feature, ClassLabel) else None
+    speakers = (
+        source[speaker_column] if speaker_column and speaker_column in source.column_names
+        else [UNKNOWN_SPEAKER] * len(source)
+    )
+    for audio, label, speaker in zip(source[audio_column], source[label_column], speakers):
+        written = names[label] if names is not None and label is not None else str(label)
+        path, data = _audio_reference(audio)
+        if data is None and (not path or not Path(path).is_file()):
+            report.missing_files.append(path or "<no path, no bytes>")
+            continue
+        yield _Entry(path or "", written, str(speaker), data)
+
+
+def _open_hub_dataset(root: Any, split: str, load_kwargs: dict[str, Any]) -> Dataset:
+    """Whatever ``root`` is, the one split to read."""
+    import datasets
+
+    if isinstance(root, (Dataset, DatasetDict)):
+        source = root
+    elif Path(str(root)).is_dir() and (
+        (Path(str(root)) / "state.json").is_file() or (Path(str(root)) / "dataset_dict.json").is_file()
+    ):
+        source = datasets.load_from_disk(str(root))
+    else:
+        return datasets.load_dataset(str(root), split=split, **load_kwargs)
+    if isinstance(source, DatasetDict):
+        if split not in source:
+            raise CorpusError(f"dataset has no split {split!r} (splits: {', '.join(source)})")
+        source = source[split]
+    return source
+
+
+def _audio_reference(audio: Any) -> tuple[str | None, bytes | None]:
+    """(path, bytes) of an undecoded audio cell, or of a plain path string."""
+    if isinstance(audio, Mapping):
+        return audio.get("path"), audio.get("bytes") or None
+    if isinstance(audio, (str, Path)):
+        return str(audio), None
+    raise CorpusError(
+        f"cannot read audio cells of type {type(audio).__name__}; expected a path or an Audio column"
+    )
+
+
+def _hub_name(root: Any) -> str:
+    """A local folder's name, or the hub id itself (``superb/er`` stays ``superb/er``)."""
+    if isinstance(root, (Dataset, DatasetDict)):
+        return "hub"
+    return Path(str(root)).name if Path(str(root)).exists() else str(root)
+
+
+_ADAPTERS: dict[str, tuple[Callable[..., Iterable[_Entry]], Callable[[str], str]]] = {
+    "emodb": (_emodb, taxonomy.EMODB.__getitem__),
+    "ravdess": (_ravdess, taxonomy.RAVDESS.__getitem__),
+    "crema-d": (_crema_d, taxonomy.CREMA_D.__getitem__),
+    "cremad": (_crema_d, taxonomy.CREMA_D.__getitem__),
+    "tess": (_tess, taxonomy.canonical),
+    "folder": (_folder, taxonomy.canonical),
+    "csv": (_csv, taxonomy.canonical),
+    "tsv": (_csv, taxonomy.canonical),
+    "hub": (_hub, taxonomy.canonical),
+}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _audio_files(folder: Path, report: CorpusReport, *, recursive: bool = True) -> list[Path]:
+    """Audio files under ``folder`` in a stable order; a missing folder is an error, not 0 clips."""
+    if not folder.is_dir():
+        raise CorpusError(f"corpus folder not found: {folder}")
+    candidates = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _speaker_from_stem(stem: str, pattern: str | None) -> str:
+    match = re.match(pattern, stem) if pattern else None
+    return match.group(1) if match else UNKNOWN_SPEAKER
+
+
+def _label_mapper(label_map: LabelMap | None) -> Callable[[str], str | None]:
+    """A function canonical label -> new canonical label, or None to drop the clip."""
+    if label_map is None:
+        return lambda label: label
+    if isinstance(label_map, str):
+        if label_map not in LABEL_MAPS:
+            raise ValueError(f"unknown label map {label_map!r}; known: {', '.join(LABEL_MAPS)}")
+        label_map = LABEL_MAPS[label_map]
+    try:
+        if isinstance(label_map, Mapping):
+            table = {
+                taxonomy.canonical(k): (None if v is None else taxonomy.canonical(v)) for k, v in label_map.items()
+            }
+            return lambda label: table.get(label, label)
+        keep = {taxonomy.canonical(name) for name in label_map}
+    except KeyError as error:
+        raise ValueError(f"label_map names a label outside the taxonomy: {error}") from error
+    return lambda label: label if label in keep else None
+
+
+def _resolve(
+    entries: list[_Entry],
+    to_canonical: Callable[[str], str],
+    mapper: Callable[[str], str | None],
+    report: CorpusReport,
+) -> list[tuple[_Entry, str]]:
+    """Canonical, mapped label of each entry; unknown labels reported, dropped classes counted."""
+    rows = []
+    for entry in entries:
+        try:
+            label = to_canonical(entry.label)
+        except KeyError:
+            report.unknown_labels.append((entry.path, entry.label))
+            continue
+        mapped = mapper(label)
+        if mapped is None:
+            report.skipped[f"label_map drops {label}"] += 1
+            continue
+        rows.append((entry, mapped))
+    return rows
+
+
+def _to_dataset(rows: list[tuple[_Entry, str]], corpus: str) -> Dataset:
+    """Build the Arrow table directly: ``Dataset.from_dict`` would encode audio through torchcodec."""
+    present = {label for _, label in rows}
+    names = [name for name in taxonomy.EMOTIONS if name in present]
+    features = Features(
+        {
+            "audio": Audio(sampling_rate=SAMPLE_RATE, decode=False),
+            "label": ClassLabel(names=names),
+            "speaker": Value("string"),
+            "corpus": Value("string"),
+            "path": Value("string"),
+        }
+    )
+    table = pa.table(
+        {
+            "audio": [{"bytes": entry.audio_bytes, "path": entry.path} for entry, _ in rows],
+            "label": [names.index(label) for _, label in rows],
+            "speaker": [entry.speaker for entry, _ in rows],
+            "corpus": [corpus] * len(rows),
+            "path": [entry.path for entry, _ in rows],
+        }
+    ).cast(features.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=features, description=f"{corpus} via ser.corpora"))

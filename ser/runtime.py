@@ -1,0 +1,222 @@
+"""Faster CPU inference: ONNX Runtime (fp32 or int8 MatMul/Gemm) behind the Predictor.
+
+Spaces' free tier and most laptops have two CPU cores and no GPU, where eager PyTorch is the slow
+path. A model is exported once to ONNX with a dynamic time axis and cached next to its checkpoint
+(or in the user cache when that folder is read-only); the int8 variant quantizes only MatMul/Gemm,
+because quantizing the convolutional front end was slower on these CPUs (NOTES.md). A runtime is
+only used after it has matched eager PyTorch on a set of check signals within ``TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+RUNTIMES = ("eager", "onnx", "onnx-int8")
+# Largest allowed difference of any class probability between a runtime and eager PyTorch.
+TOLERANCE = 0.02
+_CHECK_SECONDS = (0.7, 2.3, 4.1)
+
+
+def choose_runtime(requested: str | None) -> str:
+    """``auto`` (the default) means the fastest runtime that passes the check; ``SER_RUNTIME`` overrides."""
+    runtime = requested or os.environ.get("SER_RUNTIME") or "auto"
+    if runtime not in (*RUNTIMES, "auto"):
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of auto, {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def check_signals(sample_rate: int = 16000, seed: int = 0) -> list[np.ndarray]:
+    """Speech-like test signals: harmonic tones with a syllable-rate envelope plus noise."""
+    rng = np.random.default_rng(seed)
+    signals = []
+    for seconds in _CHECK_SECONDS:
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        f0 = 120 + 80 * rng.random()
+        voiced = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+        envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t + rng.random() * 6))
+        signals.append((0.2 * voiced * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+    return signals
+
+
+class OnnxClassifier:
+    """Runs an exported classifier with ONNX Runtime; returns logits like the torch model does."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [node.name for node in self.session.get_inputs()]
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        feed = {name: inputs[name].numpy() for name in self.input_names}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def build_onnx(
+    model: torch.nn.Module,
+    examples: list[dict[str, torch.Tensor]],
+    checkpoint: Path | None,
+    runtime: str,
+) -> OnnxClassifier:
+    """Export (once, cached) and load the ONNX model for ``runtime`` ("onnx" or "onnx-int8").
+
+    ``examples`` are model inputs for clips of different lengths: the axes whose sizes differ
+    between them become the dynamic time axes of the export.
+    """
+    folder = _cache_folder(checkpoint, model)
+    fp32 = folder / "model.onnx"
+    if not fp32.is_file():
+        _export(model, examples, fp32)
+    if runtime == "onnx":
+        return OnnxClassifier(fp32)
+    int8 = folder / "model.int8.onnx"
+    if not int8.is_file():
+        _quantize(fp32, int8)
+    return OnnxClassifier(int8)
+
+
+def select_runner(
+    model: torch.nn.Module,
+    check_inputs: list[dict[str, torch.Tensor]],
+    checkpoint: Path | None,
+    runtime: str,
+) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor] | None, str, dict[str, Any]]:
+    """The runner for ``runtime`` (None means eager PyTorch), its name and its check against eager.
+
+    ``auto`` exports both ONNX variants, keeps those within ``TOLERANCE`` that agree with eager on
+    every check signal's label, and picks the fastest of them and eager on those same signals: which
+    one wins depends on the architecture (int8 pays off for transformers, not for small CNNs).
+    """
+    if runtime == "eager":
+        return None, "eager", {}
+    eager = _eager_logits(model)
+    report: dict[str, Any] = {"eager": {"seconds": _seconds(eager, check_inputs)}}
+    runners: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor] | None] = {"eager": None}
+    for name in ("onnx-int8", "onnx") if runtime == "auto" else (runtime,):
+        try:
+            runner = build_onnx(model, check_inputs, checkpoint, name)
+            report[name] = {**agreement(eager, runner, check_inputs), "seconds": _seconds(runner, check_inputs)}
+        except Exception as error:  # noqa: BLE001 - any export or run failure means "not this runtime"
+            if runtime != "auto":
+                raise
+            report[name] = {"error": f"{type(error).__name__}: {error}"}
+            continue
+        if runtime != "auto":
+            return runner, name, report
+        if report[name]["max_prob_diff"] <= TOLERANCE and report[name]["label_agreement"] == 1.0:
+            runners[name] = runner
+    fastest = min(runners, key=lambda name: report[name]["seconds"])
+    return runners[fastest], fastest, report
+
+
+def _seconds(run: Callable[[dict[str, torch.Tensor]], torch.Tensor], inputs: list[dict[str, torch.Tensor]]) -> float:
+    """Best of three passes over the check inputs (after a warm-up pass)."""
+    run(inputs[0])
+    passes = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for feed in inputs:
+            run(feed)
+        passes.append(time.perf_counter() - start)
+    return min(passes)
+
+
+def _eager_logits(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(**inputs).logits
+
+    return run
+
+
+def agreement(
+    eager: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    candidate: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    inputs: list[dict[str, torch.Tensor]],
+) -> dict[str, float]:
+    """Max probability difference and top-label agreement of ``candidate`` against ``eager``."""
+    max_diff, same = 0.0, 0
+    for feed in inputs:
+        reference = torch.softmax(eager(feed).float(), dim=-1)
+        probs = torch.softmax(candidate(feed).float(), dim=-1)
+        max_diff = max(max_diff, float((reference - probs).abs().max()))
+        same += int(reference.argmax(-1).eq(probs.argmax(-1)).all())
+    return {"max_prob_diff": max_diff, "label_agreement": same / len(inputs)}
+
+
+def _export(model: torch.nn.Module, examples: list[dict[str, torch.Tensor]], out: Path) -> None:
+    """TorchScript-based export with dynamic batch and time axes, written atomically."""
+    example = examples[0]
+    names = list(example)
+    dynamic = {name: {0: "batch", **{axis: f"time_{axis}" for axis in _varying_axes(examples, name)}} for name in names}
+    dynamic["logits"] = {0: "batch"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_file = Path(tmp) / out.name
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                _LogitsOnly(model, names),
+                tuple(example[name] for name in names),
+                str(tmp_file),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=dynamic,
+                opset_version=17,
+                dynamo=False,
+            )
+        os.replace(tmp_file, out)
+
+
+def _varying_axes(examples: list[dict[str, torch.Tensor]], name: str) -> list[int]:
+    shapes = [tuple(example[name].shape) for example in examples]
+    return [axis for axis in range(1, len(shapes[0])) if len({shape[axis] for shape in shapes}) > 1]
+
+
+def _quantize(fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_file = Path(tmp) / out.name
+        quantize_dynamic(str(fp32), str(tmp_file), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        os.replace(tmp_file, out)
+
+
+class _LogitsOnly(torch.nn.Module):
+    """Positional inputs in, logits out: the signature the ONNX exporter traces."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, tensors))).logits
+
+
+def _cache_folder(checkpoint: Path | None, model: torch.nn.Module) -> Path:
+    """``<checkpoint>/onnx`` when writable, else a folder in the user cache keyed by the weights."""
+    if checkpoint is not None and checkpoint.is_dir() and os.access(checkpoint, os.W_OK):
+        return checkpoint / "onnx"
+    from platformdirs import user_cache_dir
+
+    root = Path(os.environ.get("SER_CACHE_DIR") or user_cache_dir("ser"))
+    return root / "onnx" / _weights_fingerprint(model)
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().flatten()[:64].numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,748 @@
+"""The annotation store: every clip and every human label, kept safe so corrections can retrain.
+
+SQLite in WAL mode holds the rows (readers never block the one writer; concurrent writers wait
+on ``busy_timeout`` instead of failing), and the audio lives beside it as 16 kHz FLAC files named
+by the sha256 of their PCM16 samples. Content addressing dedups the same clip saved twice and
+means no name a user typed ever becomes a path on disk. Each write is one ``BEGIN IMMEDIATE``
+transaction, and a clip file is in place (tmp + ``os.replace``) before the row that points at it
+commits, so a crash at any moment leaves either nothing or a complete clip.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from ser.audio import SAMPLE_RATE, InvalidAudio
+from ser.labels import EMOTIONS, canonical
+
+DB_NAME = "annotations.sqlite"
+CLIP_DIR = "clips"
+BUSY_TIMEOUT_S = 30.0
+POLICIES = ("majority", "min_agreement", "latest_trusted")
+ORDERS = ("fifo", "least_confident")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+# Schema version N is reached by applying MIGRATIONS[N-1]; never edit a released entry, append one.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # 1: clips, labels and model versions
+        """CREATE TABLE clips (
+            sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, duration_s REAL NOT NULL,
+            source TEXT NOT NULL DEFAULT '', speaker TEXT, queue TEXT, created_at TEXT NOT NULL)""",
+        """CREATE TABLE labels (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sha256 TEXT NOT NULL REFERENCES clips(sha256),
+            annotator TEXT NOT NULL, label TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL, model_version TEXT, model_probs TEXT)""",
+        "CREATE INDEX labels_by_clip ON labels(sha256)",
+        """CREATE TABLE model_versions (
+            version TEXT PRIMARY KEY, path TEXT NOT NULL, metrics TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 0)""",
+    ),
+    (  # 2: undo, skips and model predictions for the annotation queue
+        "ALTER TABLE labels ADD COLUMN undone_at TEXT",
+        "ALTER TABLE labels ADD COLUMN undo_seq INTEGER",
+        "CREATE INDEX labels_by_annotator ON labels(annotator, id)",
+        "CREATE INDEX clips_by_queue ON clips(queue)",
+        """CREATE TABLE skips (
+            sha256 TEXT NOT NULL REFERENCES clips(sha256), annotator TEXT NOT NULL,
+            created_at TEXT NOT NULL, PRIMARY KEY (sha256, annotator))""",
+        """CREATE TABLE predictions (
+            sha256 TEXT NOT NULL REFERENCES clips(sha256), model_version TEXT NOT NULL,
+            probs TEXT NOT NULL, confidence REAL NOT NULL, created_at TEXT NOT NULL,
+            PRIMARY KEY (sha256, model_version))""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (read-only, disk full, busy, damaged); says what to do."""
+
+
+@dataclass
+class ResolvedClip:
+    """One clip with the label a policy settled on, ready to train on."""
+
+    sha256: str
+    label: str
+    annotators: list[str]
+    agreement: float
+    n_labels: int
+    speaker: str
+    path: str
+
+
+@dataclass
+class Resolution:
+    """The clips a policy resolved, and why the others were left out."""
+
+    clips: list[ResolvedClip]
+    skipped: Counter = field(default_factory=Counter)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _clean_text(text: str | None, limit: int) -> str:
+    return _CONTROL_RE.sub("", str(text or "")).strip()[:limit]
+
+
+def sanitize_source(name: str) -> str:
+    """Keep only the base name of a user's file name, as metadata: it never becomes a path."""
+    return _clean_text(re.split(r"[\\/]", str(name or ""))[-1], 200)
+
+
+def _check_sha(sha: str) -> str:
+    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+        raise ValueError(f"not a clip id (64 lowercase hex characters): {sha!r}")
+    return sha
+
+
+def _check_annotator(annotator: str) -> str:
+    name = _clean_text(annotator, 100)
+    if not name:
+        raise ValueError("an annotator name is required")
+    return name
+
+
+def _to_pcm16(waveform: np.ndarray) -> np.ndarray:
+    """Quantise to the PCM16 that is hashed and stored, so a saved clip reloads bit-exact."""
+    samples = np.asarray(waveform)
+    if samples.ndim != 1 or samples.size == 0:
+        raise InvalidAudio(f"expected a non-empty mono waveform, got shape {samples.shape}")
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise InvalidAudio(f"expected float samples in [-1, 1], got dtype {samples.dtype}")
+    if not np.all(np.isfinite(samples)):
+        raise InvalidAudio("the waveform contains NaN or infinite samples")
+    scaled = np.round(samples.astype(np.float64) * 32768.0)
+    return np.clip(scaled, -32768, 32767).astype("<i2")
+
+
+def clip_sha256(waveform_16k: np.ndarray) -> str:
+    """The id the store gives a 16 kHz clip (sha256 of its PCM16 samples): lets other data, such as
+    a corpus, be matched to stored clips by content."""
+    return _pcm_sha256(_to_pcm16(waveform_16k))
+
+
+def _pcm_sha256(pcm: np.ndarray) -> str:
+    return hashlib.sha256(pcm.tobytes()).hexdigest()
+
+
+def _human_error(exc: BaseException, root: Path) -> StoreError | None:
+    """Translate the storage failures a user can act on into one clear StoreError."""
+    message = str(exc).lower()
+    code = getattr(exc, "errno", None)
+    if "full" in message or code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StoreError(
+            f"The annotation store at {root} cannot save: the disk is full (or a size limit was hit). "
+            "Nothing from this save was kept; free some space and try again."
+        )
+    if "readonly" in message or "read-only" in message or "unable to open" in message or code in (
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    ):
+        return StoreError(
+            f"The annotation store at {root} is not writable (read-only folder or missing permission). "
+            "Point the store at a writable folder (on a Hugging Face Space: /data)."
+        )
+    if "locked" in message or "busy" in message:
+        return StoreError(
+            f"The annotation store at {root} stayed busy for over {BUSY_TIMEOUT_S:.0f} s; try again."
+        )
+    if "disk i/o error" in message:
+        return StoreError(
+            f"The annotation store at {root} could not write to disk (full, over a size limit or failing). "
+            "Nothing from this save was kept; check the disk and try again."
+        )
+    if "not a database" in message or "malformed" in message:
+        return StoreError(f"The annotation database in {root} is damaged ({exc}); restore it from a backup.")
+    return None
+
+
+class AnnotationStore:
+    """Clips, labels, skips, predictions and model versions in one folder; safe across threads
+    and processes (one SQLite connection per thread, per process)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.db_path = self.root / DB_NAME
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        with self._guard():
+            (self.root / CLIP_DIR).mkdir(parents=True, exist_ok=True)
+            self._migrate()
+
+    # -- connections and transactions -------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            friendly = _human_error(exc, self.root)
+            if friendly is None:
+                raise
+            raise friendly from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:  # a forked child must never reuse its parent's connections
+            self._local, self._pid, self._connections = threading.local(), os.getpid(), []
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: takes the write lock up front so it never fails half-way."""
+        with self._guard():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] | dict = ()) -> list[sqlite3.Row]:
+        with self._guard():
+            return self._conn().execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            version = self.schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The annotation store at {self.root} has schema version {version}, newer than this "
+                    f"code's {SCHEMA_VERSION}: upgrade the ser package."
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[number - 1]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (number, _now()))
+
+    def schema_version(self, conn: sqlite3.Connection | None = None) -> int:
+        row = (conn or self._conn()).execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def integrity_check(self) -> str:
+        return str(self._read("PRAGMA integrity_check")[0][0])
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> AnnotationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- clips --------------------------------------------------------------------------------
+
+    def add_clip(
+        self,
+        waveform_16k: np.ndarray,
+        source: str = "",
+        speaker: str | None = None,
+        queue: str | None = None,
+    ) -> str:
+        """Save a 16 kHz mono clip once (same samples -> same sha256) and return its id."""
+        pcm = _to_pcm16(waveform_16k)
+        sha = _pcm_sha256(pcm)
+        relative = f"{CLIP_DIR}/{sha[:2]}/{sha}.flac"
+        with self._guard():
+            self._write_clip_file(self.root / relative, pcm)
+        speaker = _clean_text(speaker, 100) or None
+        queue = _clean_text(queue, 100) or None
+        with self._write() as conn:
+            conn.execute(
+                """INSERT INTO clips (sha256, path, duration_s, source, speaker, queue, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(sha256) DO UPDATE SET
+                     speaker = COALESCE(clips.speaker, excluded.speaker),
+                     queue = COALESCE(excluded.queue, clips.queue)""",
+                (sha, relative, pcm.size / SAMPLE_RATE, sanitize_source(source), speaker, queue, _now()),
+            )
+        return sha
+
+    @staticmethod
+    def _write_clip_file(path: Path, pcm: np.ndarray) -> None:
+        if path.exists():  # content-addressed: an existing file already holds these samples
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            encoded = io.BytesIO()  # encode in memory so a failed disk write surfaces as OSError
+            sf.write(encoded, pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+            with open(tmp, "wb") as handle:
+                handle.write(encoded.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def clip_path(self, sha: str) -> Path:
+        rows = self._read("SELECT path FROM clips WHERE sha256 = ?", (_check_sha(sha),))
+        if not rows:
+            raise KeyError(f"no clip {sha} in the store")
+        return self.root / rows[0]["path"]
+
+    def load_clip(self, sha: str) -> np.ndarray:
+        """The clip as float32 at 16 kHz, exactly the PCM16 samples that were hashed."""
+        pcm, rate = sf.read(self.clip_path(sha), dtype="int16")
+        if rate != SAMPLE_RATE:
+            raise StoreError(f"clip {sha} is stored at {rate} Hz, expected {SAMPLE_RATE}")
+        return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+
+    def clip_info(self, sha: str) -> dict[str, Any]:
+        rows = self._read("SELECT * FROM clips WHERE sha256 = ?", (_check_sha(sha),))
+        if not rows:
+            raise KeyError(f"no clip {sha} in the store")
+        return dict(rows[0])
+
+    def count_clips(self, queue: str | None = None) -> int:
+        return int(self._read("SELECT COUNT(*) FROM clips WHERE ?1 IS NULL OR queue = ?1", (queue,))[0][0])
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def add_label(
+        self,
+        sha: str,
+        annotator: str,
+        label: str,
+        note: str = "",
+        model_version: str | None = None,
+        model_probs: dict[str, float] | None = None,
+    ) -> int:
+        """Record one annotator's label for a clip; a later label by the same person supersedes it."""
+        _check_sha(sha)
+        try:
+            emotion = canonical(label)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        probs = None if model_probs is None else json.dumps({str(k): float(v) for k, v in model_probs.items()})
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    """INSERT INTO labels (sha256, annotator, label, note, created_at, model_version, model_probs)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                    (sha, _check_annotator(annotator), emotion, _clean_text(note, 2000), _now(), model_version, probs),
+                )
+                return int(cursor.lastrowid)
+        except sqlite3.IntegrityError:
+            raise KeyError(f"no clip {sha} in the store") from None
+
+    def undo_last(self, annotator: str) -> int | None:
+        """Withdraw this annotator's latest label (kept in the table, marked undone)."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id FROM labels WHERE annotator = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
+                (_check_annotator(annotator),),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                """UPDATE labels SET undone_at = ?,
+                     undo_seq = (SELECT COALESCE(MAX(undo_seq), 0) + 1 FROM labels) WHERE id = ?""",
+                (_now(), row["id"]),
+            )
+            return int(row["id"])
+
+    def count_labels(self, annotator: str | None = None) -> int:
+        rows = self._read(
+            "SELECT COUNT(*) FROM labels WHERE undone_at IS NULL AND (?1 IS NULL OR annotator = ?1)",
+            (annotator,),
+        )
+        return int(rows[0][0])
+
+    def labels_for(self, sha: str, include_undone: bool = False) -> list[dict[str, Any]]:
+        rows = self._read(
+            "SELECT * FROM labels WHERE sha256 = ? AND (? OR undone_at IS NULL) ORDER BY id",
+            (_check_sha(sha), include_undone),
+        )
+        return [_label_dict(row) for row in rows]
+
+    def label_ids(self) -> set[int]:
+        return {int(row[0]) for row in self._read("SELECT id FROM labels")}
+
+    # -- the annotation queue ---------------------------------------------------------------------
+
+    def skip(self, sha: str, annotator: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO skips (sha256, annotator, created_at) VALUES (?, ?, ?)",
+                (_check_sha(sha), _check_annotator(annotator), _now()),
+            )
+
+    def set_prediction(self, sha: str, model_version: str, probs: dict[str, float]) -> None:
+        """Keep a model's guess for a clip: it pre-fills the form and orders the queue."""
+        clean = {str(k): float(v) for k, v in probs.items()}
+        with self._write() as conn:
+            conn.execute(
+                """INSERT OR REPLACE INTO predictions (sha256, model_version, probs, confidence, created_at)
+                   VALUES (?, ?, ?, ?, ?)""",
+                (_check_sha(sha), str(model_version), json.dumps(clean), max(clean.values(), default=0.0), _now()),
+            )
+
+    def prediction_for(self, sha: str) -> dict[str, float] | None:
+        rows = self._read(
+            "SELECT probs FROM predictions WHERE sha256 = ? ORDER BY created_at DESC LIMIT 1", (_check_sha(sha),)
+        )
+        return json.loads(rows[0]["probs"]) if rows else None
+
+    _PENDING = """FROM clips c WHERE (:queue IS NULL OR c.queue = :queue)
+        AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.sha256 = c.sha256 AND l.annotator = :annotator
+                        AND l.undone_at IS NULL)
+        AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.sha256 = c.sha256 AND s.annotator = :annotator)
+        AND (:max_labels IS NULL OR (SELECT COUNT(DISTINCT annotator) FROM labels l
+             WHERE l.sha256 = c.sha256 AND l.undone_at IS NULL) < :max_labels)"""
+    _CONFIDENCE = """(SELECT p.confidence FROM predictions p WHERE p.sha256 = c.sha256
+                      ORDER BY p.created_at DESC LIMIT 1)"""
+
+    def next_clip(
+        self, annotator: str, queue: str | None = None, order: str = "fifo", max_labels: int | None = None
+    ) -> str | None:
+        """The next clip this annotator has neither labelled nor skipped, or None when done.
+
+        ``least_confident`` serves the clips the model is least sure about first (active learning);
+        clips without a prediction come after, oldest first. ``max_labels`` stops serving a clip
+        once that many people have labelled it.
+        """
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        ordering = "c.rowid" if order == "fifo" else f"{self._CONFIDENCE} IS NULL, {self._CONFIDENCE}, c.rowid"
+        params = {"queue": queue, "annotator": _check_annotator(annotator), "max_labels": max_labels}
+        rows = self._read(f"SELECT c.sha256 {self._PENDING} ORDER BY {ordering} LIMIT 1", params)
+        return rows[0]["sha256"] if rows else None
+
+    def count_remaining(self, annotator: str, queue: str | None = None, max_labels: int | None = None) -> int:
+        params = {"queue": queue, "annotator": _check_annotator(annotator), "max_labels": max_labels}
+        return int(self._read(f"SELECT COUNT(*) {self._PENDING}", params)[0][0])
+
+    # -- agreement ----------------------------------------------------------------------------------
+
+    def votes(self) -> dict[str, dict[str, tuple[int, str]]]:
+        """clip -> annotator -> (label id, label): each person's latest standing label per clip."""
+        votes: dict[str, dict[str, tuple[int, str]]] = {}
+        for row in self._read("SELECT id, sha256, annotator, label FROM labels WHERE undone_at IS NULL ORDER BY id"):
+            votes.setdefault(row["sha256"], {})[row["annotator"]] = (int(row["id"]), row["label"])
+        return votes
+
+    def clip_agreement(self) -> dict[str, dict[str, Any]]:
+        """Per clip: number of voters, the majority label (None on a tie) and the share agreeing with it."""
+        summary = {}
+        for sha, by_annotator in self.votes().items():
+            counts = Counter(label for _, label in by_annotator.values())
+            majority, agreement = _majority(counts)
+            summary[sha] = {"n_labels": len(by_annotator), "majority": majority, "agreement": agreement}
+        return summary
+
+    def annotator_stats(self) -> dict[str, dict[str, Any]]:
+        """Per annotator: standing labels, and how often they agree with the others on shared clips."""
+        stats: dict[str, dict[str, Any]] = {}
+        for row in self._read("SELECT annotator, COUNT(*) AS n FROM labels WHERE undone_at IS NULL GROUP BY annotator"):
+            stats[row["annotator"]] = {"labels": int(row["n"]), "shared_clips": 0, "agreement": None}
+        shares: dict[str, list[float]] = {}
+        for by_annotator in self.votes().values():
+            for annotator, (_, label) in by_annotator.items():
+                others = [other for name, (_, other) in by_annotator.items() if name != annotator]
+                if others:
+                    shares.setdefault(annotator, []).append(sum(o == label for o in others) / len(others))
+        for annotator, values in shares.items():
+            stats[annotator].update(shared_clips=len(values), agreement=float(np.mean(values)))
+        return stats
+
+    def _multi_rated(self) -> dict[str, dict[str, tuple[int, str]]]:
+        return {sha: by for sha, by in self.votes().items() if len(by) >= 2}
+
+    def fleiss_kappa(self) -> float | None:
+        """Fleiss' kappa over clips with at least two labels (None when undefined)."""
+        clips = self._multi_rated()
+        categories = sorted({label for by in clips.values() for _, label in by.values()})
+        table = [[Counter(l for _, l in by.values())[c] for c in categories] for by in clips.values()]
+        return fleiss_kappa(table)
+
+    def krippendorff_alpha(self) -> float | None:
+        """Krippendorff's alpha (nominal) over clips with at least two labels (None when undefined)."""
+        clips = self._multi_rated()
+        annotators = sorted({name for by in clips.values() for name in by})
+        codes = {label: i for i, label in enumerate(EMOTIONS)}
+        data = [[codes[by[a][1]] if a in by else np.nan for by in clips.values()] for a in annotators]
+        return krippendorff_alpha(data)
+
+    # -- model versions -------------------------------------------------------------------------------
+
+    def register_model(self, version: str, path: str | os.PathLike, metrics: dict[str, Any] | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                """INSERT INTO model_versions (version, path, metrics, created_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT(version) DO UPDATE SET path = excluded.path, metrics = excluded.metrics""",
+                (str(version), str(path), json.dumps(metrics or {}, default=float), _now()),
+            )
+
+    def set_active(self, version: str) -> None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM model_versions WHERE version = ?", (version,)).fetchone() is None:
+                raise KeyError(f"no model version {version!r} registered")
+            conn.execute("UPDATE model_versions SET active = (version = ?)", (version,))
+
+    def active_model(self) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM model_versions WHERE active = 1")
+        return _model_dict(rows[0]) if rows else None
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [_model_dict(row) for row in self._read("SELECT * FROM model_versions ORDER BY created_at, version")]
+
+    # -- training data ------------------------------------------------------------------------------------
+
+    def resolve(
+        self,
+        policy: str = "majority",
+        *,
+        min_agreement: float = 2 / 3,
+        min_labels: int = 2,
+        trusted: Iterable[str] | None = None,
+    ) -> Resolution:
+        """Settle one label per clip.
+
+        ``majority``: the most common label (ties are left out). ``min_agreement``: the majority
+        label only where at least ``min_labels`` people labelled and ``min_agreement`` of them
+        agree. ``latest_trusted``: the most recent label from an annotator in ``trusted``
+        (everyone when None). Clips left out are counted by reason in ``skipped``.
+        """
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        trusted_set = None if trusted is None else {str(name) for name in trusted}
+        votes = self.votes()
+        resolution = Resolution(clips=[])
+        for row in self._read("SELECT sha256, path, speaker FROM clips ORDER BY rowid"):
+            by_annotator = votes.get(row["sha256"], {})
+            if not by_annotator:
+                resolution.skipped["unlabelled"] += 1
+                continue
+            majority, agreement = _majority(Counter(label for _, label in by_annotator.values()))
+            label, reason = _apply_policy(
+                policy, by_annotator, majority, agreement, min_agreement, min_labels, trusted_set
+            )
+            if label is None:
+                resolution.skipped[reason] += 1
+                continue
+            resolution.clips.append(
+                ResolvedClip(
+                    sha256=row["sha256"],
+                    label=label,
+                    annotators=sorted(by_annotator),
+                    agreement=agreement,
+                    n_labels=len(by_annotator),
+                    speaker=row["speaker"] or "",
+                    path=str(self.root / row["path"]),
+                )
+            )
+        return resolution
+
+    def to_dataset(
+        self,
+        policy: str = "majority",
+        *,
+        min_agreement: float = 2 / 3,
+        min_labels: int = 2,
+        trusted: Iterable[str] | None = None,
+        embed_audio: bool = False,
+    ):
+        """The clips ``resolve`` settles, as a ``datasets.Dataset`` (``ser.corpora``'s columns plus
+        sha256, annotators, agreement and n_labels; ``label`` is a ClassLabel on all of EMOTIONS).
+
+        Audio is ``Audio(16 kHz, decode=False)`` (decoding would need torchcodec); ``embed_audio``
+        puts the FLAC bytes in the rows so a saved copy no longer needs this folder.
+        """
+        resolution = self.resolve(policy, min_agreement=min_agreement, min_labels=min_labels, trusted=trusted)
+        return self.dataset_from(resolution, embed_audio=embed_audio)
+
+    def dataset_from(self, resolution: Resolution, *, embed_audio: bool = False):
+        """The ``datasets.Dataset`` of an already computed resolution (see ``to_dataset``)."""
+        import datasets
+
+        clips = resolution.clips
+        if embed_audio:
+            audio = [{"bytes": Path(c.path).read_bytes(), "path": f"{c.sha256}.flac"} for c in clips]
+        else:
+            audio = [{"bytes": None, "path": c.path} for c in clips]
+        features = datasets.Features(
+            {
+                "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                "label": datasets.ClassLabel(names=list(EMOTIONS)),
+                "speaker": datasets.Value("string"),
+                "corpus": datasets.Value("string"),
+                "path": datasets.Value("string"),
+                "sha256": datasets.Value("string"),
+                "annotators": datasets.List(datasets.Value("string")),
+                "agreement": datasets.Value("float32"),
+                "n_labels": datasets.Value("int32"),
+            }
+        )
+        columns = {
+            "audio": audio,
+            "label": [c.label for c in clips],
+            "speaker": [c.speaker for c in clips],
+            "corpus": ["store"] * len(clips),
+            "path": [c.path for c in clips],
+            "sha256": [c.sha256 for c in clips],
+            "annotators": [c.annotators for c in clips],
+            "agreement": [c.agreement for c in clips],
+            "n_labels": [c.n_labels for c in clips],
+        }
+        # Cast rather than encode: datasets' Audio encoder insists on torchcodec even for paths.
+        dataset = datasets.Dataset.from_dict(columns, features=features)
+        return dataset.cast_column("audio", datasets.Audio(sampling_rate=SAMPLE_RATE, decode=False))
+
+    # -- replication ----------------------------------------------------------------------------------------
+
+    def changes_since(self, cursor: dict[str, int] | None = None) -> tuple[dict[str, list[dict]], dict[str, int]]:
+        """Rows added (clips, labels) or undone since ``cursor``, and the cursor that follows them.
+
+        Lets a replica (the Hub sync) ship only new rows, append-only, without ever rewriting old ones.
+        """
+        cursor = {"clips": 0, "labels": 0, "undos": 0, **(cursor or {})}
+        clips = self._read("SELECT rowid AS seq, * FROM clips WHERE rowid > ? ORDER BY rowid", (cursor["clips"],))
+        labels = self._read("SELECT * FROM labels WHERE id > ? ORDER BY id", (cursor["labels"],))
+        undos = self._read(
+            "SELECT id, annotator, undone_at, undo_seq FROM labels WHERE undo_seq > ? ORDER BY undo_seq",
+            (cursor["undos"],),
+        )
+        changes = {
+            "clips": [dict(row) for row in clips],
+            "labels": [_label_dict(row) for row in labels],
+            "undos": [dict(row) for row in undos],
+        }
+        new_cursor = {
+            "clips": clips[-1]["seq"] if clips else cursor["clips"],
+            "labels": labels[-1]["id"] if labels else cursor["labels"],
+            "undos": undos[-1]["undo_seq"] if undos else cursor["undos"],
+        }
+        return changes, new_cursor
+
+
+def _label_dict(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    record["model_probs"] = json.loads(record["model_probs"]) if record.get("model_probs") else None
+    return record
+
+
+def _model_dict(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    record["metrics"] = json.loads(record["metrics"])
+    record["active"] = bool(record["active"])
+    return record
+
+
+def _majority(counts: Counter) -> tuple[str | None, float]:
+    """The most common label (None on a tie for first) and the share of votes it has."""
+    ranked = counts.most_common()
+    total = sum(counts.values())
+    if not ranked:
+        return None, 0.0
+    top, top_count = ranked[0]
+    tied = len(ranked) > 1 and ranked[1][1] == top_count
+    return (None if tied else top), top_count / total
+
+
+def _apply_policy(
+    policy: str,
+    by_annotator: dict[str, tuple[int, str]],
+    majority: str | None,
+    agreement: float,
+    min_agreement: float,
+    min_labels: int,
+    trusted: set[str] | None,
+) -> tuple[str | None, str]:
+    """The label a policy settles on, or None and the reason it could not."""
+    if policy == "latest_trusted":
+        standing = [vote for name, vote in by_annotator.items() if trusted is None or name in trusted]
+        return (max(standing)[1], "") if standing else (None, "no_trusted_label")
+    if majority is None:
+        return None, "tie"
+    if policy == "min_agreement":
+        if len(by_annotator) < min_labels:
+            return None, "too_few_labels"
+        if agreement < min_agreement:
+            return None, "low_agreement"
+    return majority, ""
+
+
+def fleiss_kappa(table: Sequence[Sequence[int]]) -> float | None:
+    """Fleiss' kappa from an items x categories count table; items may have different rater counts.
+
+    P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)), p_j = sum_i n_ij / sum_i n_i,
+    kappa = (mean P_i - sum_j p_j^2) / (1 - sum_j p_j^2). None when undefined (no items, or
+    every rating in one category). (statsmodels has it, for equal rater counts only.)
+    """
+    counts = np.asarray(table, dtype=float)
+    if counts.size == 0:
+        return None
+    raters = counts.sum(axis=1)
+    if np.any(raters < 2):
+        raise ValueError("every item needs at least two ratings for Fleiss' kappa")
+    observed = ((counts**2).sum(axis=1) - raters) / (raters * (raters - 1))
+    shares = counts.sum(axis=0) / raters.sum()
+    expected = float((shares**2).sum())
+    if np.isclose(expected, 1.0):
+        return None
+    return float((observed.mean() - expected) / (1.0 - expected))
+
+
+def krippendorff_alpha(reliability_data: Sequence[Sequence[float]]) -> float | None:
+    """Nominal Krippendorff's alpha (annotators x items, NaN = not rated) via the ``krippendorff``
+    package; None when undefined (no data, or a single value in all ratings)."""
+    import krippendorff
+
+    data = np.asarray(reliability_data, dtype=float)
+    if data.size == 0 or len(np.unique(data[~np.isnan(data)])) < 2:
+        return None
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
