@@ -1,0 +1,221 @@
+"""EmoDB leave-one-speaker-out accuracy of every model family, in one table.
+
+Every family exposes ``run_fold(dataset, train_idx, test_idx, options) -> (y_true, y_pred)`` (class
+indices); this script runs it on the 10 LOSO folds of EmoDB (no test speaker is ever seen in
+training, so the numbers are not the inflated speaker-shared ones) and reports per row: UAR as mean
+± std over folds and pooled over all 535 predictions, pooled accuracy and macro-F1, training time
+per fold, the size of the saved model and its prediction latency through ``Predictor``.
+
+    python benchmarks/accuracy.py [--families classical probe ...] [--emodb ../shared/data/emodb]
+
+Results accumulate in benchmarks/results/accuracy.json: running one family replaces only that
+family's rows, and benchmarks/results/accuracy.md is rewritten from all rows.
+
+Adding a family: append its rows to ``FAMILIES`` below. ``options`` is passed to ``run_fold`` as a
+dict, plus ``model_dir`` (a temporary folder: save the fold's model there, in a format
+``Predictor.from_pretrained`` loads, to get the size and latency columns) and ``cache_dir``. An
+optional ``prepare(dataset, options)`` in the same module runs once before the folds, untimed
+(e.g. feature extraction), so that "train s/fold" measures training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from finetune.data import loso_folds  # noqa: E402
+from ser.corpora import label_names, load_corpus, waveform  # noqa: E402
+from ser.metrics import compute_metrics  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_EMODB = REPO.parent / "shared" / "data" / "emodb"
+LATENCY_CLIPS = 5
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a family's ``run_fold`` with fixed options."""
+
+    family: str
+    model: str
+    features: str
+    module: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}|{self.model}|{self.features}"
+
+
+def _classical(estimator: str, label: str, features: str) -> Row:
+    return Row("classical", label, features, "finetune.classical", {"estimator": estimator, "features": features})
+
+
+FAMILIES: dict[str, list[Row]] = {
+    "classical": [
+        _classical("svm", "SVM (RBF)", "mfcc"),
+        _classical("svm", "SVM (RBF)", "egemaps"),
+        _classical("svm", "SVM (RBF)", "mfcc+egemaps"),
+        _classical("tree", "decision tree", "mfcc"),
+        _classical("tree", "decision tree", "egemaps"),
+        _classical("tree", "decision tree", "mfcc+egemaps"),
+        _classical("mlp", "MLP", "mfcc"),
+        _classical("mlp", "MLP", "egemaps"),
+        _classical("mlp", "MLP", "mfcc+egemaps"),
+    ],
+}
+
+
+def evaluate_row(row: Row, dataset: Any, folds: list, cache_dir: str | None) -> dict[str, Any]:
+    """Run every fold of one row; metrics per fold and pooled, timings, model size and latency."""
+    module = importlib.import_module(row.module)
+    names = label_names(dataset)
+    with tempfile.TemporaryDirectory(prefix="ser-accuracy-") as scratch:
+        model_dir = Path(scratch) / "model"
+        options = {**row.options, "cache_dir": cache_dir}
+        if hasattr(module, "prepare"):
+            module.prepare(dataset, options)
+        fold_metrics, seconds, all_true, all_pred = [], [], [], []
+        for number, (train_idx, test_idx) in enumerate(folds):
+            # Only the first fold saves its model: enough to measure size and latency.
+            fold_options = {**options, "model_dir": str(model_dir) if number == 0 else None}
+            started = time.perf_counter()
+            y_true, y_pred = module.run_fold(dataset, train_idx, test_idx, fold_options)
+            seconds.append(time.perf_counter() - started)
+            fold_metrics.append(compute_metrics(list(map(int, y_true)), list(map(int, y_pred)), names))
+            all_true.extend(map(int, y_true))
+            all_pred.extend(map(int, y_pred))
+            print(f"  {row.key} fold {number + 1}/{len(folds)}: UAR {fold_metrics[-1]['uar']:.3f}", flush=True)
+        pooled = compute_metrics(all_true, all_pred, names)
+        size, latency = _model_cost(model_dir, dataset, folds[0][1])
+    uars = [metrics["uar"] for metrics in fold_metrics]
+    return {
+        "key": row.key,
+        "family": row.family,
+        "model": row.model,
+        "features": row.features,
+        "options": row.options,
+        "uar_folds": uars,
+        "uar_mean": statistics.fmean(uars),
+        "uar_std": statistics.pstdev(uars),
+        "uar_pooled": pooled["uar"],
+        "accuracy_pooled": pooled["accuracy"],
+        "macro_f1_pooled": pooled["macro_f1"],
+        "accuracy_folds": [metrics["accuracy"] for metrics in fold_metrics],
+        "confusion_matrix": pooled["confusion_matrix"],
+        "labels": names,
+        "train_seconds_per_fold": statistics.fmean(seconds),
+        "model_bytes": size,
+        "predict_ms_per_clip": latency,
+    }
+
+
+def _model_cost(model_dir: Path, dataset: Any, clip_idx: Any) -> tuple[int | None, float | None]:
+    """Bytes on disk and median ``Predictor.predict`` latency on real test clips, if a model was saved."""
+    if not model_dir.is_dir():
+        return None, None
+    from ser.model import Predictor
+
+    size = sum(path.stat().st_size for path in model_dir.rglob("*") if path.is_file())
+    predictor = Predictor.from_pretrained(model_dir)
+    clips = [waveform(dataset[int(i)]) for i in list(clip_idx)[:LATENCY_CLIPS]]
+    predictor.predict(clips[0])  # warm-up: lazy imports, extractor start-up
+    times = []
+    for clip in clips:
+        started = time.perf_counter()
+        predictor.predict(clip)
+        times.append((time.perf_counter() - started) * 1000)
+    return size, statistics.median(times)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The Markdown table, best pooled UAR first."""
+    rows = sorted(results["rows"].values(), key=lambda row: -row["uar_pooled"])
+    lines = [
+        "# EmoDB accuracy, leave-one-speaker-out",
+        "",
+        f"{results['corpus']}: {results['n_clips']} clips, {results['n_speakers']} speakers, "
+        f"{len(results['labels'])} classes; {results['n_speakers']} folds, each testing one speaker never seen "
+        "in training (hyper-parameters are tuned inside the training speakers only).",
+        "UAR = unweighted average recall (balanced accuracy). Pooled = over all predictions of all folds; "
+        "mean ± std = over the per-speaker folds. Train time is wall-clock per fold on "
+        f"{results['machine']}; latency is `Predictor.predict` on one EmoDB clip (median of {LATENCY_CLIPS}), "
+        "feature extraction included.",
+        "",
+        "| family | model | features | UAR (folds) | UAR (pooled) | accuracy | macro-F1 | train s/fold | model size | predict ms/clip |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['family']} | {row['model']} | {row['features']} "
+            f"| {row['uar_mean']:.3f} ± {row['uar_std']:.3f} | {row['uar_pooled']:.3f} "
+            f"| {row['accuracy_pooled']:.3f} | {row['macro_f1_pooled']:.3f} "
+            f"| {row['train_seconds_per_fold']:.2f} | {_size(row['model_bytes'])} | {_ms(row['predict_ms_per_clip'])} |"
+        )
+    lines += ["", f"Updated {results['updated']}. Regenerate: `python benchmarks/accuracy.py --families ...`.", ""]
+    return "\n".join(lines)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "–"
+    return f"{size / 1024:.0f} KiB" if size < 1024**2 else f"{size / 1024**2:.1f} MiB"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", nargs="+", default=["classical"], choices=sorted(FAMILIES))
+    parser.add_argument("--only", nargs="*", default=None, help="run only rows whose key contains one of these")
+    parser.add_argument("--emodb", type=Path, default=DEFAULT_EMODB)
+    parser.add_argument("--cache-dir", default=None, help="feature cache passed to the families")
+    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy")
+    args = parser.parse_args(argv)
+
+    dataset = load_corpus("emodb", args.emodb)
+    folds = loso_folds(dataset)
+    json_path, md_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
+    results = json.loads(json_path.read_text()) if json_path.is_file() else {"rows": {}}
+    results.update(
+        corpus="EmoDB",
+        n_clips=len(dataset),
+        n_speakers=len(folds),
+        labels=label_names(dataset),
+        machine=f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU",
+    )
+    for family in args.families:
+        for row in FAMILIES[family]:
+            if args.only and not any(part in row.key for part in args.only):
+                continue
+            print(f"{row.key}:", flush=True)
+            results["rows"][row.key] = evaluate_row(row, dataset, folds, args.cache_dir)
+    results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = render(results)
+    md_path.write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
