@@ -67,7 +67,7 @@ def speak(text: str, pitch: int, speed: int, amplitude: int, range: str) -> np.n
 
 def write(name: str, wave: np.ndarray) -> str:
     sf.write(HERE / name, wave, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    return f"examples/{name}"
+    return name
 
 
 def main() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
     parts = [piece for label, text in TIMELINE for piece in (speak(text, **PROSODY[label]), pause)]
     write("timeline.flac", np.concatenate(parts[:-1]))
     for path, label in rows:
-        print(f"{path}: {label}, {sf.info(HERE.parent / path).duration:.2f} s")
+        print(f"{path}: {label}, {sf.info(HERE / path).duration:.2f} s")
     print(
         f"examples/timeline.flac: {' -> '.join(label for label, _ in TIMELINE)}, "
         f"{sf.info(HERE / 'timeline.flac').duration:.2f} s"

@@ -1,0 +1,21 @@
+"""Entry point of the app, locally (`python app.py --help`) and as a Hugging Face Space's app_file."""
+
+import sys
+
+from ser.model import ModelLoadError
+from ser.ui import build_app, launch_options, parse_config
+
+
+def main() -> int:
+    config = parse_config()
+    try:
+        app = build_app(config)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app.launch(**launch_options(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The whole page: Demo, Annotate and Models tabs over one shared context, with its limits set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ser.audio import duration_limit_s
+from ser.model import Predictor
+from ser.ui.annotate import build_annotate_tab
+from ser.ui.config import AppConfig
+from ser.ui.context import AppContext
+from ser.ui.demo import build_demo_tab
+from ser.ui.keyboard import KEYBOARD_JS
+from ser.ui.models import build_models_tab
+
+TITLE = "Speech emotion recognition"
+
+
+def intro(config: AppConfig) -> str:
+    limit = config.max_duration_s if config.max_duration_s is not None else duration_limit_s()
+    return (
+        f"# {TITLE}\n"
+        "Record or upload speech to see how likely each emotion is; correct the model when it is wrong. "
+        f"Clips up to {limit:.0f} s and {config.max_file_size}. "
+        "**Annotate** labels a queue of clips with several people at once; **Models** switches and retrains models."
+    )
+
+
+def build_app(config: AppConfig, predictor: Predictor | None = None) -> gr.Blocks:
+    """Build the page (model loaded, store opened, queue configured); launch it with ``launch_options``."""
+    context = AppContext(config, predictor)
+    with gr.Blocks(title=TITLE) as app:
+        gr.Markdown(intro(config))
+        with gr.Tabs():
+            with gr.Tab("Demo", id="demo"):
+                model_info, demo_annotator = build_demo_tab(context)
+            with gr.Tab("Annotate", id="annotate"):
+                annotate_annotator = build_annotate_tab(context)
+            with gr.Tab("Models", id="models"):
+                build_models_tab(context, model_info)
+
+        def logged_in_name(request: gr.Request) -> tuple[Any, Any]:
+            """With --auth, labels carry the login name: show it and lock the boxes."""
+            if getattr(request, "username", None):
+                box = gr.Textbox(value=request.username, interactive=False)
+                return box, box
+            return gr.Textbox(), gr.Textbox()
+
+        app.load(logged_in_name, None, [demo_annotator, annotate_annotator], api_visibility="private")
+        app.load(None, None, None, js=KEYBOARD_JS)
+    app.queue(default_concurrency_limit=config.concurrency_limit, max_size=config.queue_max_size)
+    app.ser_context = context  # for tests and embedding: the store and model this page serves
+    return app
+
+
+def launch_options(config: AppConfig) -> dict[str, Any]:
+    """Keyword arguments for ``Blocks.launch`` from the config."""
+    return {
+        "server_name": config.host,
+        "server_port": config.port,
+        "share": config.share,
+        "auth": list(config.auth) or None,
+        "auth_message": "Log in with your annotator account: your labels are saved under this name." if config.auth else None,
+        "max_file_size": config.max_file_size,
+        "show_error": False,
+    }

@@ -1,0 +1,111 @@
+"""The app's settings from command-line flags and environment variables.
+
+The same ``app.py`` runs on a laptop (localhost only, ``./store``) and as a Hugging Face Space
+(listening on all interfaces, data on the persistent ``/data`` disk when the Space has one), so
+the defaults depend on where it runs; flags override the environment, which overrides defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SPACES_DATA = Path("/data")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything ``build_app`` and ``launch`` need; tests build one directly."""
+
+    model: str | None = None  # checkpoint dir or hub id; None: the store's active model, else the embedded one
+    store: Path = Path("store")
+    models_dir: Path | None = None  # where retrains write; None: <store>/models
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: tuple[tuple[str, str], ...] = ()
+    max_file_size: str = "25mb"
+    max_duration_s: float | None = None  # None: ser.audio's limit
+    window_s: float = 3.0
+    hop_s: float = 1.5
+    concurrency_limit: int = 2
+    queue_max_size: int = 64
+    retrain_args: tuple[str, ...] = ()  # extra flags for `finetune retrain`, e.g. a base corpus
+
+    @property
+    def retrain_out(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.store / "models"
+
+
+def on_spaces(env: Mapping[str, str]) -> bool:
+    """Hugging Face Spaces set ``SPACE_ID`` in every Space's environment."""
+    return bool(env.get("SPACE_ID"))
+
+
+def default_store(env: Mapping[str, str]) -> Path:
+    """Spaces lose their disk on restart except the persistent ``/data`` mount, so use it when present."""
+    if on_spaces(env) and SPACES_DATA.is_dir():
+        return SPACES_DATA / "ser-store"
+    return Path("store")
+
+
+def parse_auth(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``user:pass[,user2:pass2...]`` -> pairs for ``launch(auth=...)``."""
+    if not text:
+        return ()
+    pairs = []
+    for item in text.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise argparse.ArgumentTypeError(f"--auth wants user:password pairs separated by commas, got {item!r}")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    spaces = on_spaces(env)
+    parser = argparse.ArgumentParser(description="Speech emotion recognition: demo, annotation and retraining app.")
+    parser.add_argument("--model", default=env.get("SER_MODEL"), help="checkpoint dir or hub id [SER_MODEL]")
+    parser.add_argument("--store", type=Path, default=Path(env.get("SER_STORE") or default_store(env)),
+                        help="annotation store directory [SER_STORE; default ./store, /data/ser-store on Spaces]")
+    parser.add_argument("--models-dir", type=Path, default=env.get("SER_MODELS_DIR") or None,
+                        help="where retrained models go [SER_MODELS_DIR; default <store>/models]")
+    parser.add_argument("--host", default=env.get("SER_HOST") or ("0.0.0.0" if spaces else "127.0.0.1"),
+                        help="interface to listen on [SER_HOST; default 127.0.0.1, 0.0.0.0 on Spaces]")
+    parser.add_argument("--port", type=int, default=int(env.get("SER_PORT") or env.get("GRADIO_SERVER_PORT") or 7860),
+                        help="port [SER_PORT]")
+    parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    parser.add_argument("--auth", type=parse_auth, default=parse_auth(env.get("SER_AUTH")),
+                        help="annotator logins user:pass[,user:pass] [SER_AUTH]; labels then carry the login name")
+    parser.add_argument("--max-file-size", default=env.get("SER_MAX_FILE_SIZE") or "25mb", help="largest upload")
+    parser.add_argument("--max-duration", type=float, default=None, help="longest clip in seconds (default: ser.audio's)")
+    parser.add_argument("--concurrency", type=int, default=2, help="predictions run at once (2 CPU cores: keep it small)")
+    parser.add_argument("--queue-size", type=int, default=64, help="requests waiting before new ones are refused")
+    parser.add_argument("--retrain-args", default=env.get("SER_RETRAIN_ARGS", ""),
+                        help="extra flags for the Models tab's `python -m finetune retrain`, e.g. "
+                             "\"--corpus emodb --root /data/emodb\" [SER_RETRAIN_ARGS]")
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Flags (``argv``, default ``sys.argv``) over environment (default ``os.environ``) over defaults."""
+    env = os.environ if env is None else env
+    args = build_parser(env).parse_args(argv)
+    return AppConfig(
+        model=args.model or None,
+        store=args.store,
+        models_dir=Path(args.models_dir) if args.models_dir else None,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        auth=args.auth,
+        max_file_size=args.max_file_size,
+        max_duration_s=args.max_duration,
+        concurrency_limit=args.concurrency,
+        queue_max_size=args.queue_size,
+        retrain_args=tuple(shlex.split(args.retrain_args)),
+    )

@@ -1,0 +1,156 @@
+"""Demo tab: record or upload, see one bar per emotion, and correct the model in one click.
+
+A correction is the most valuable thing a visitor gives, so the relabel panel sits right under
+the bars, pre-selected to the model's guess (saving it unchanged confirms the guess), and saves
+the clip with the model's probabilities and version so retraining knows what the model got wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from ser.audio import SAMPLE_RATE
+from ser.model import Predictor
+from ser.ui.context import AppContext
+from ser.ui.users import annotator_name, labels_saved, user_errors
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+def model_markdown(predictor: Predictor) -> str:
+    return f"**Model:** `{predictor.name}` · version `{predictor.version}` · {len(predictor.labels)} emotions"
+
+
+def timeline_frame(timeline: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long format (one row per window and emotion) as ``gr.LinePlot`` wants it, at window centres."""
+    rows = [
+        {"time_s": round((window["start"] + window["end"]) / 2, 3), "emotion": label, "probability": prob}
+        for window in timeline
+        for label, prob in window["probs"].items()
+    ]
+    return pd.DataFrame(rows, columns=["time_s", "emotion", "probability"])
+
+
+def analyse(model: Predictor, waveform: np.ndarray, window_s: float,
+            hop_s: float) -> tuple[dict[str, float], list[dict[str, Any]] | None]:
+    """Probabilities for a clip, and its timeline when it is longer than one window.
+
+    A long recording's overall emotion is the windows' average: the models are trained on clips of
+    a few seconds (and some encoders cap the input length), so one pass over minutes of audio would
+    be slower and no better than the windows the plot needs anyway.
+    """
+    if len(waveform) / SAMPLE_RATE <= window_s:
+        return model.predict(waveform), None
+    timeline = model.timeline(waveform, window_s, hop_s)
+    labels = list(timeline[0]["probs"])
+    return {label: float(np.mean([window["probs"][label] for window in timeline])) for label in labels}, timeline
+
+
+def example_clips(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
+    """The example clips and their captions (``labels.csv``'s label when it has one)."""
+    clips = sorted(p for p in folder.glob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".mp3"})
+    captions = {}
+    labels_csv = folder / "labels.csv"
+    if labels_csv.is_file():
+        table = pd.read_csv(labels_csv)
+        if {"path", "label"} <= set(table.columns):
+            captions = {Path(p).name: str(label) for p, label in zip(table["path"], table["label"])}
+    named = [f"{p.stem} ({captions[p.name]})" if captions.get(p.name, p.stem) != p.stem else p.stem for p in clips]
+    return [[str(p)] for p in clips], named
+
+
+def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
+    """Lay out the Demo tab inside the current Blocks; returns the model-info line (other tabs update
+    it) and the annotator box (filled in on login)."""
+    predictor = context.predictor
+    with gr.Row():
+        with gr.Column(scale=1):
+            audio = gr.Audio(
+                sources=["microphone", "upload"], type="filepath", label="Speech (record or upload)", elem_id="demo-audio"
+            )
+            predict_button = gr.Button("Predict", variant="primary", elem_id="demo-predict")
+            model_info = gr.Markdown(model_markdown(predictor), elem_id="model-info")
+        with gr.Column(scale=1):
+            # num_top_classes=None: a bar for every label, however many the (switchable) model has
+            bars = gr.Label(num_top_classes=None, label="Emotion", elem_id="demo-bars")
+            with gr.Group(elem_id="relabel-panel"):
+                relabel = gr.Radio(
+                    choices=predictor.labels,
+                    label="Right emotion (pre-selected to the model's guess: saving it confirms the guess)",
+                    elem_id="relabel-choice",
+                )
+                note = gr.Textbox(label="Note (optional)", max_lines=2, elem_id="relabel-note")
+                annotator = gr.Textbox(label="Annotator", placeholder="your name", elem_id="relabel-annotator")
+                with gr.Row():
+                    save_button = gr.Button("Save label", variant="primary", elem_id="relabel-save")
+                    undo_button = gr.Button("Undo my last save", elem_id="relabel-undo")
+                status = gr.Markdown(elem_id="relabel-status")
+    timeline_plot = gr.LinePlot(
+        x="time_s", y="probability", color="emotion", y_lim=[0, 1], label="Emotion over time",
+        x_title="time (s)", visible=False, elem_id="demo-timeline",
+    )
+    last_prediction = gr.State(None)
+
+    def predict(audio_path: str | None) -> tuple[Any, ...]:
+        if not audio_path:
+            raise gr.Error("Record or upload some speech first.")
+        with user_errors("Could not use this audio"):
+            waveform = context.load_audio(audio_path)
+        model = context.predictor
+        probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s)
+        plot = gr.LinePlot(value=timeline_frame(timeline), visible=True) if timeline else gr.LinePlot(visible=False)
+        guess = max(probs, key=probs.get)
+        prediction = {"audio": audio_path, "probs": probs, "version": model.version}
+        return probs, plot, model_markdown(model), gr.Radio(choices=model.labels, value=guess), prediction
+
+    def save(audio_path: str | None, label: str | None, note: str, typed_name: str,
+             prediction: dict[str, Any] | None, request: gr.Request) -> tuple[str, dict[str, Any] | None]:
+        name = annotator_name(typed_name, request)
+        if not audio_path:
+            raise gr.Error("Record or upload the clip you want to label first.")
+        if not label:
+            raise gr.Error("Pick the right emotion first.")
+        with user_errors("Could not save"):
+            waveform = context.load_audio(audio_path)
+            if prediction is None or prediction.get("audio") != audio_path:
+                model = context.predictor
+                probs, _ = analyse(model, waveform, context.config.window_s, context.config.hop_s)
+                prediction = {"audio": audio_path, "probs": probs, "version": model.version}
+            store = context.store
+            sha = store.add_clip(waveform, source=Path(audio_path).name)
+            store.set_prediction(sha, prediction["version"], prediction["probs"])
+            store.add_label(sha, name, label, note=note, model_version=prediction["version"],
+                            model_probs=prediction["probs"])
+            count = store.count_labels(name)
+        guess = max(prediction["probs"], key=prediction["probs"].get)
+        verdict = "confirmed the model's guess" if label == guess else f"corrected the model's *{guess}*"
+        return f"Saved **{label}** ({verdict}). {labels_saved(name, count)}", prediction
+
+    def undo(typed_name: str, request: gr.Request) -> str:
+        name = annotator_name(typed_name, request)
+        with user_errors("Could not undo"):
+            undone = context.store.undo_last(name)
+            count = context.store.count_labels(name)
+        if undone is None:
+            return f"{name}, you have no saved label to undo."
+        return f"Removed your last label. {labels_saved(name, count)}"
+
+    predict_outputs = [bars, timeline_plot, model_info, relabel, last_prediction]
+    predict_button.click(predict, [audio], predict_outputs, api_name="predict")
+    for trigger in (audio.upload, audio.stop_recording):
+        trigger(predict, [audio], predict_outputs, api_visibility="private")
+    save_button.click(
+        save, [audio, relabel, note, annotator, last_prediction], [status, last_prediction], api_name="save_correction"
+    )
+    undo_button.click(undo, [annotator], [status], api_name="undo_correction")
+    examples, captions = example_clips()
+    if examples:
+        gr.Examples(examples=examples, inputs=[audio], outputs=predict_outputs, fn=predict, run_on_click=True,
+                    cache_examples=False, example_labels=captions, label="Example clips",
+                    api_visibility="private")
+    return model_info, annotator

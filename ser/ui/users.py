@@ -1,0 +1,53 @@
+"""What every handler needs from a request: who is asking, and errors a person can read.
+
+With ``--auth`` the annotator is the logged-in user (a verified identity for crowd labels); without
+it, the name typed in the page. Errors the user can fix (bad audio, no name, a full disk) become
+``gr.Error`` messages; the page never shows a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import gradio as gr
+
+from ser.audio import InvalidAudio
+from ser.model import ModelLoadError
+from ser.store import StoreError
+
+USER_ERRORS = (InvalidAudio, StoreError, ModelLoadError, ValueError, KeyError)
+
+
+def annotator_name(typed: str | None, request: gr.Request | None) -> str:
+    """The logged-in user when there is one, else the typed name; a name is required to save."""
+    username = getattr(request, "username", None) if request is not None else None
+    if username:
+        return str(username)
+    name = (typed or "").strip()
+    if not name:
+        raise gr.Error("Type your name in the 'Annotator' box first: every label records who gave it.")
+    return name
+
+
+def labels_saved(name: str, count: int) -> str:
+    """The running count an annotator sees after each save or undo."""
+    return f"{name}, you have saved **{count}** label{'' if count == 1 else 's'}."
+
+
+def message(error: BaseException) -> str:
+    """The readable part of an exception (KeyError quotes its message; strip that)."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+@contextmanager
+def user_errors(action: str) -> Iterator[None]:
+    """Turn the errors a user can act on into a ``gr.Error`` that says what failed and why."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as error:
+        raise gr.Error(f"{action}: {message(error)}") from error

@@ -1,0 +1,232 @@
+"""The app end to end: a real Gradio server on a free port, driven by gradio_client like a user's page.
+
+One server per module (starting one costs about a second after imports); the model is a tiny
+random wav2vec2 built from a config, so the tests check the app's plumbing, not accuracy.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from ser.ui import AppConfig, parse_config
+from ser.ui.config import parse_auth
+from tests.app_server import running_app, tone
+from tests.tiny_models import LABELS, save_tiny_wav2vec2
+
+MAX_DURATION_S = 20.0
+
+
+def tiny_model(folder: Path, labels: list[str]) -> Path:
+    """A random wav2vec2 classifier; its version is its folder's name."""
+    return save_tiny_wav2vec2(folder, labels)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("app")
+
+
+@pytest.fixture(scope="module")
+def model_dir(workdir: Path) -> Path:
+    return tiny_model(workdir / "tiny-a", LABELS)
+
+
+@pytest.fixture(scope="module")
+def clips(workdir: Path) -> dict[str, Path]:
+    folder = workdir / "clips"
+    folder.mkdir()
+    queue = workdir / "queue"
+    queue.mkdir()
+    return {
+        "short": tone(folder / "short.wav", 1.5, 220),
+        "long": tone(folder / "long.wav", 7.0, 330),
+        "too_long": tone(folder / "too_long.wav", MAX_DURATION_S + 2, 440, rate=8000),
+        "text": _write(folder / "notes.wav", b"this is not audio, just text pretending to be a wav\n" * 20),
+        "queue": queue,
+        **{f"q{i}": tone(queue / f"q{i}.wav", 1.0, 500 + 100 * i) for i in range(3)},
+    }
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path, model_dir: Path):
+    config = AppConfig(
+        model=str(model_dir), store=workdir / "store", models_dir=workdir / "models",
+        max_duration_s=MAX_DURATION_S,
+    )
+    with running_app(config) as served:
+        yield served
+
+
+@pytest.fixture
+def client(server, tmp_path: Path) -> Client:
+    """A new client is a new browser session: its own gr.State (e.g. the clip on screen)."""
+    return Client(server[1], verbose=False, download_files=str(tmp_path))
+
+
+def store_of(server):
+    return server[0].ser_context.store
+
+
+def confidences(label_output: dict) -> dict[str, float]:
+    return {item["label"]: item["confidence"] for item in label_output["confidences"]}
+
+
+def served_sha(info: str) -> str:
+    match = re.search(r"Clip `([0-9a-f]{12})`", info)
+    assert match, info
+    return match.group(1)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_config_defaults_flags_and_env(tmp_path: Path) -> None:
+    local = parse_config([], env={})
+    assert (local.host, local.port, local.share, local.store, local.auth) == ("127.0.0.1", 7860, False, Path("store"), ())
+    from_env = parse_config([], env={"SER_MODEL": "m", "SER_STORE": str(tmp_path), "SER_PORT": "9000", "SPACE_ID": "u/s"})
+    assert (from_env.model, from_env.store, from_env.port, from_env.host) == ("m", tmp_path, 9000, "0.0.0.0")
+    flags = parse_config(["--model", "x", "--port", "1234", "--host", "0.0.0.0", "--auth", "ann:pw,bob:pw2"],
+                         env={"SER_MODEL": "m"})
+    assert (flags.model, flags.port, flags.auth) == ("x", 1234, (("ann", "pw"), ("bob", "pw2")))
+    assert flags.retrain_out == Path("store") / "models"
+    with pytest.raises(Exception):
+        parse_auth("no-password")
+
+
+# -- demo tab ---------------------------------------------------------------------------------------
+
+
+def test_predict_gives_a_probability_per_label(client: Client, clips) -> None:
+    bars, plot, info, relabel = client.predict(handle_file(clips["short"]), api_name="/predict")
+    probs = confidences(bars)
+    assert set(probs) == set(LABELS)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert bars["label"] == max(probs, key=probs.get) == relabel["value"]  # relabel pre-selected: "confirm"
+    assert plot["visible"] is False  # a short clip has no timeline
+    assert "tiny-a" in info
+
+
+def test_long_clip_shows_emotion_over_time(client: Client, clips) -> None:
+    bars, plot, _, _ = client.predict(handle_file(clips["long"]), api_name="/predict")
+    assert plot["visible"] is True
+    frame = plot["value"]
+    assert frame["columns"] == ["time_s", "emotion", "probability"]
+    windows = {row[0] for row in frame["data"]}
+    assert len(windows) >= 3 and {row[1] for row in frame["data"]} == set(LABELS)
+    for label, prob in confidences(bars).items():  # the overall bars are the windows' average
+        per_window = [row[2] for row in frame["data"] if row[1] == label]
+        assert prob == pytest.approx(sum(per_window) / len(per_window), abs=1e-6)
+
+
+@pytest.mark.parametrize("clip, expected", [("text", "not audio"), ("too_long", "long")])
+def test_bad_audio_gives_a_readable_error(client: Client, clips, clip: str, expected: str) -> None:
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(clips[clip]), api_name="/predict")
+    text = str(caught.value)
+    assert expected in text.lower() and "Traceback" not in text
+
+
+def test_save_correction_then_undo(client: Client, server, clips) -> None:
+    store = store_of(server)
+    status = client.predict(handle_file(clips["short"]), "angry", "sounds cross", "carol", api_name="/save_correction")
+    assert "carol" in status and "**1**" in status
+    (sha, votes), = [(sha, by) for sha, by in store.votes().items() if "carol" in by]
+    label = store.labels_for(sha)[-1]
+    assert (label["label"], label["note"], label["model_version"]) == ("angry", "sounds cross", "tiny-a")
+    assert set(label["model_probs"]) == set(LABELS)
+    assert store.clip_info(sha)["source"] == "short.wav"
+
+    assert "**0**" in client.predict("carol", api_name="/undo_correction")
+    assert store.count_labels("carol") == 0
+    assert "no saved label" in client.predict("carol", api_name="/undo_correction")
+
+
+def test_save_needs_an_annotator_name(client: Client, clips) -> None:
+    with pytest.raises(AppError, match="name"):
+        client.predict(handle_file(clips["short"]), "sad", "", "  ", api_name="/save_correction")
+
+
+def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: Path, clips, tmp_path: Path) -> None:
+    config = AppConfig(model=str(model_dir), store=workdir / "auth-store", auth=(("ann", "secret"),))
+    with running_app(config, auth=list(config.auth)) as (app, url):
+        with pytest.raises(Exception):
+            Client(url, verbose=False, download_files=str(tmp_path), auth=("ann", "wrong"))
+        client = Client(url, verbose=False, download_files=str(tmp_path), auth=("ann", "secret"))
+        client.predict(handle_file(clips["short"]), "sad", "", "mallory", api_name="/save_correction")
+        store = app.ser_context.store
+        assert store.count_labels("ann") == 1 and store.count_labels("mallory") == 0
+
+
+# -- annotate tab ------------------------------------------------------------------------------------
+
+
+def test_two_annotators_each_keep_their_own_place(server, clips, tmp_path: Path) -> None:
+    alice = Client(server[1], verbose=False, download_files=str(tmp_path / "a"))
+    bob = Client(server[1], verbose=False, download_files=str(tmp_path / "b"))
+    report, _ = alice.predict(str(clips["queue"]), None, "pair", api_name="/load_queue")
+    assert "Added **3** clips" in report
+
+    audio, choice, guess, info, _, _ = alice.predict("alice", "pair", "fifo", api_name="/next_clip")
+    first = served_sha(info)
+    assert Path(audio).is_file() and choice["value"] == guess["label"] in LABELS  # pre-filled with the guess
+    *_, info, _, status = alice.predict("alice", "pair", "fifo", "happy", "", api_name="/annotate_save")
+    second = served_sha(info)
+    assert second != first and "alice, you have saved **1** label." in status
+
+    *_, info, _, _ = bob.predict("bob", "pair", "fifo", api_name="/next_clip")
+    assert served_sha(info) == first  # bob has not labelled the first clip yet
+    bob.predict("bob", "pair", "fifo", "sad", "", api_name="/annotate_save")
+    *_, info, _, _ = bob.predict("bob", "pair", "fifo", api_name="/annotate_skip")
+    assert served_sha(info) not in (first, second)  # bob skipped the second clip
+
+    *_, info, _, status = alice.predict("alice", "pair", "fifo", api_name="/annotate_undo")
+    assert served_sha(info) == first and "alice, you have saved **0** labels." in status  # undo brings the clip back
+    alice.predict("alice", "pair", "fifo", "sad", "", api_name="/annotate_save")
+
+    figures, per_clip, per_annotator = alice.predict(api_name="/agreement")
+    assert "Fleiss" in figures and "Krippendorff" in figures
+    rows = {row[0]: row for row in per_clip["data"]}
+    assert rows[first][2] == 2 and rows[first][3] == "sad" and rows[first][4] == 1.0
+    counts = {row[0]: row[1] for row in per_annotator["data"]}
+    assert counts["alice"] == 1 and counts["bob"] == 1
+
+
+def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, tmp_path: Path) -> None:
+    table = tmp_path / "queue.csv"
+    labelled = tone(tmp_path / "labelled.wav", 1.0, 900)
+    table.write_text(f"path,label\n{labelled.name},angry\n{clips['short']},\nmissing.wav,sad\n")
+    report, _ = client.predict(str(table), None, "csv", api_name="/load_queue")
+    assert "Added **2** clips" in report and "Skipped 1" in report
+    store = store_of(server)
+    assert store.count_labels(f"import:{table.name}") == 1
+
+
+# -- models tab --------------------------------------------------------------------------------------
+
+
+def test_switch_model_and_back(client: Client, server, workdir: Path, clips) -> None:
+    other = tiny_model(workdir / "tiny-b", ["calm", "fearful", "boredom"])
+    store_of(server).register_model("tiny-b", str(other), {"uar": 0.5})
+    table, dropdown = client.predict(api_name="/list_models")
+    versions = {row[0] for row in table["data"]}
+    assert {"tiny-a", "tiny-b"} <= versions and dropdown["value"] == "tiny-a"
+    try:
+        status, info, _, _ = client.predict("tiny-b", api_name="/switch_model")
+        assert "tiny-b" in status and "tiny-b" in info
+        bars, *_ = client.predict(handle_file(clips["short"]), api_name="/predict")
+        assert set(confidences(bars)) == {"calm", "fearful", "boredom"}
+        assert store_of(server).active_model()["version"] == "tiny-b"
+    finally:
+        client.predict("tiny-a", api_name="/switch_model")
+    with pytest.raises(AppError, match="nope"):
+        client.predict("nope", api_name="/switch_model")

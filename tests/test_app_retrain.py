@@ -1,0 +1,53 @@
+"""The Models tab's retrain button, end to end: the real `python -m finetune retrain` child process.
+
+Slower than the other app tests (the child imports torch and trains a probe), so it has its own
+module and its own small store: first a retrain with nothing to learn from must fail readably
+while the app keeps serving, then, with labels in the store, it must produce a new version that
+the app switches to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+from ser.audio import load_audio
+from ser.ui import AppConfig
+from tests.app_server import running_app, tone
+from tests.tiny_models import LABELS, save_tiny_wav2vec2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("retrain")
+    model = save_tiny_wav2vec2(root / "tiny-serving", LABELS)
+    config = AppConfig(model=str(model), store=root / "store", models_dir=root / "models")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SER_CACHE_DIR", str(root / "cache"))  # the child's feature cache stays in tmp
+        with running_app(config) as (app, url):
+            yield app, url, root
+
+
+def test_retrain_fails_readably_then_switches_to_the_new_model(server, tmp_path: Path) -> None:
+    app, url, root = server
+    client = Client(url, verbose=False, download_files=str(tmp_path))
+
+    log, info, _, _ = client.predict("majority", False, api_name="/retrain")
+    assert "nothing to train on" in log and "Retrain failed (exit code 2)" in log
+    assert "keeps serving tiny-serving" in log and "tiny-serving" in info
+
+    store = app.ser_context.store
+    for index in range(6):  # labels as the Demo and Annotate tabs would have saved them
+        clip = tone(root / f"labelled{index}.wav", 1.0, 200 + 70 * index)
+        store.add_label(store.add_clip(load_audio(clip)), "alice", ("happy", "sad")[index % 2])
+    log, info, table, dropdown = client.predict("majority", True, api_name="/retrain")
+    assert "[retrain 7/7]" in log and "Done: now serving v0001-" in log
+    version = dropdown["value"]
+    assert version.startswith("v0001-") and version in info
+    assert store.active_model()["version"] == version
+    assert {row[0] for row in table["data"]} == {"tiny-serving", version}
+
+    bars, _, info, _ = client.predict(handle_file(root / "labelled0.wav"), api_name="/predict")
+    assert version in info and {item["label"] for item in bars["confidences"]} == {"happy", "sad"}
