@@ -79,6 +79,14 @@ FAMILIES: dict[str, list[Row]] = {
         _classical("mlp", "MLP", "egemaps"),
         _classical("mlp", "MLP", "mfcc+egemaps"),
     ],
+    # The seed article's light models, trained from scratch with Trainer (finetune/train.py); each
+    # fold early-stops on validation UAR of one of its own training speakers.
+    "light": [
+        Row("light", "CNN (seed article)", "logmel", "finetune.train",
+            {"model": "light-cnn", "epochs": 15, "batch_size": 16, "patience": 5, "progress": False}),
+        Row("light", "BiLSTM (seed article)", "mfcc", "finetune.train",
+            {"model": "light-bilstm", "epochs": 15, "batch_size": 16, "patience": 5, "progress": False}),
+    ],
 }
 
 

@@ -1,0 +1,559 @@
+"""``python -m finetune train``: fine-tune a transformer backbone or train a light model with ``Trainer``.
+
+One path for every model the project knows: any ``AutoModelForAudioClassification`` checkpoint
+(wav2vec2, HuBERT, WavLM, DistilHuBERT, Whisper's encoder, a model this project trained before)
+or the seed article's light CNN/BiLSTM trained from scratch. The split is speaker-independent
+(``finetune.data``), early stopping watches validation UAR (accuracy rewards predicting the big
+classes), the loss is class-weighted, and the result is a checkpoint directory that
+``ser.model.Predictor`` loads, with its metrics and a model card.
+
+Multi-GPU needs no change: ``accelerate launch -m finetune train ...`` or ``torchrun -m finetune
+train ...`` run this same code under ``Trainer``'s DDP (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import get_worker_info
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PrinterCallback,
+    Trainer,
+    TrainingArguments,
+    WhisperFeatureExtractor,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+import ser.light_models  # noqa: F401  (registers the light models with the Auto classes)
+from finetune.augment import RandomAugment
+from ser.audio import SAMPLE_RATE
+from ser.backbones import resolve_backbone
+from ser.light_models import FEATURE_TYPES, LIGHT_MODELS, create_light_model
+
+logger = logging.getLogger(__name__)
+
+HEAD_LR = {"light": 1e-3, "transformer": 5e-4}
+SUMMARY_KEYS = ("uar", "accuracy", "macro_f1")
+
+
+@dataclass
+class TrainOptions:
+    """Everything a training run needs besides the data; the CLI flags map onto these one to one."""
+
+    model: str = "light-cnn"
+    features: str | None = None  # light models: logmel | mfcc (default: CNN logmel, BiLSTM mfcc)
+    epochs: float = 20.0
+    max_steps: int = -1
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    grad_accum: int = 1
+    lr: float | None = None  # the head's (all of a light model); default by model family
+    encoder_lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of the training steps
+    freeze_feature_encoder: bool = True
+    freeze_encoder: bool = False
+    weighted_layer_sum: bool = False
+    class_weights: bool = True
+    patience: int = 5
+    seed: int = 0
+    max_duration: float = 8.0  # seconds; longer training clips are randomly cropped
+    max_eval_duration: float = 30.0
+    augment: bool = False
+    val: float = 0.1  # fractions of speakers
+    test: float = 0.2
+    resume: bool = False
+    num_workers: int = 0
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    logging_steps: int = 10
+    keep_checkpoints: bool = False
+    progress: bool = True
+    model_dir: str | None = None  # run_fold only: also save the fold's model here (benchmarks size it)
+
+
+def options_from(options: Any) -> TrainOptions:
+    """Accept TrainOptions, a mapping or an argparse Namespace (as ``finetune.cv`` passes); extra keys ignored."""
+    if isinstance(options, TrainOptions):
+        return options
+    values = options if isinstance(options, Mapping) else vars(options or argparse.Namespace())
+    known = {f.name for f in fields(TrainOptions)}
+    result = TrainOptions(**{key: value for key, value in values.items() if key in known and value is not None})
+    if result.features is not None and result.features not in FEATURE_TYPES:
+        raise ValueError(f"features must be one of {FEATURE_TYPES}, not {result.features!r}")
+    if result.precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {result.precision!r}")
+    return result
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+class WaveformCache:
+    """Decode each clip once per process: epochs (and cross-validation folds) re-read the same audio."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self._waves: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index not in self._waves:
+            from ser.corpora import waveform
+
+            self._waves[index] = waveform(self.dataset[int(index)])
+        return self._waves[index]
+
+
+_CACHES: dict[str, WaveformCache] = {}
+
+
+def waveform_cache(dataset: Any) -> WaveformCache:
+    """The process-wide cache of one dataset (keyed by its fingerprint), so folds share decoded audio."""
+    key = getattr(dataset, "_fingerprint", None) or str(id(dataset))
+    if key not in _CACHES:
+        _CACHES.clear()  # one corpus at a time: the memory goes back when another one arrives
+        _CACHES[key] = WaveformCache(dataset)
+    return _CACHES[key]
+
+
+def prepare(dataset: Any, options: Any = None) -> None:
+    """Decode every clip once, before timing (``benchmarks/accuracy.py`` calls this)."""
+    cache = waveform_cache(dataset)
+    for index in range(len(dataset)):
+        cache[index]
+
+
+class ClipDataset(TorchDataset):
+    """Rows of a corpus dataset as ``{"waveform", "labels"}``, optionally cropped and augmented.
+
+    Randomness (crop position, augmentation) is seeded; each DataLoader worker reseeds from its own
+    torch-given seed so workers and epochs do not repeat each other's perturbations.
+    """
+
+    def __init__(
+        self,
+        waves: WaveformCache,
+        labels: Sequence[int],
+        indices: Sequence[int],
+        *,
+        max_duration_s: float,
+        train: bool,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.waves = waves
+        self.labels = [int(label) for label in labels]
+        self.indices = [int(i) for i in indices]
+        self.max_samples = int(max_duration_s * SAMPLE_RATE)
+        self.train = train
+        self.augment = RandomAugment(seed=seed) if augment else None
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._rng_key: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index = self.indices[i]
+        wave = self.waves[index]
+        if self.train:
+            rng = self._worker_rng()
+            if self.augment is not None:
+                self.augment.rng = rng
+                wave = self.augment(wave)
+            wave = _crop(wave, self.max_samples, rng)
+        else:
+            wave = wave[: self.max_samples]
+        return {"waveform": wave, "labels": self.labels[index]}
+
+    def _worker_rng(self) -> np.random.Generator:
+        info = get_worker_info()
+        key = None if info is None else int(info.seed)
+        if key != self._rng_key:
+            self._rng = np.random.default_rng(self.seed if key is None else key)
+            self._rng_key = key
+        return self._rng
+
+
+def _crop(wave: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
+    if len(wave) <= max_samples:
+        return wave
+    start = int(rng.integers(0, len(wave) - max_samples + 1))
+    return wave[start : start + max_samples]
+
+
+@dataclass
+class AudioCollator:
+    """Run the feature extractor on a batch of waveforms, padding them, and keep what the model takes."""
+
+    feature_extractor: Any
+    input_names: frozenset[str]
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        # Whisper encoders accept exactly 30 s of log-mel frames, so they pad to the maximum length.
+        padding = "max_length" if isinstance(self.feature_extractor, WhisperFeatureExtractor) else "longest"
+        batch = self.feature_extractor(
+            [item["waveform"] for item in items], sampling_rate=SAMPLE_RATE, padding=padding, return_tensors="pt"
+        )
+        inputs = {key: value for key, value in batch.items() if key in self.input_names}
+        inputs["labels"] = torch.tensor([item["labels"] for item in items], dtype=torch.long)
+        return inputs
+
+
+# --- model ------------------------------------------------------------------------------------------
+
+
+def build_model(options: TrainOptions, labels: Sequence[str]) -> tuple[PreTrainedModel, Any]:
+    """The model to train and its feature extractor, with a classifier for ``labels``."""
+    if options.model in LIGHT_MODELS:
+        return create_light_model(options.model, labels, feature_type=options.features)
+    source = resolve_backbone(options.model)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(source)
+    extra = {"use_weighted_layer_sum": True} if options.weighted_layer_sum else {}
+    model = AutoModelForAudioClassification.from_pretrained(
+        source,
+        id2label={i: str(label) for i, label in enumerate(labels)},
+        label2id={str(label): i for i, label in enumerate(labels)},
+        ignore_mismatched_sizes=True,  # a new classifier when the label set differs
+        **extra,
+    )
+    if options.freeze_encoder and encoder_module(model) is not None:
+        encoder_module(model).requires_grad_(False)
+    elif options.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()  # the CNN waveform encoder: pretrained features, little to gain
+    return model, feature_extractor
+
+
+def encoder_module(model: PreTrainedModel) -> torch.nn.Module | None:
+    """The pretrained body of a classifier (``wav2vec2``, ``hubert``, Whisper's ``encoder``), or None."""
+    base = model.base_model
+    if base is not model:
+        return base
+    encoder = getattr(model, "encoder", None)
+    return encoder if isinstance(encoder, torch.nn.Module) else None
+
+
+def head_learning_rate(options: TrainOptions) -> float:
+    if options.lr is not None:
+        return options.lr
+    return HEAD_LR["light" if options.model in LIGHT_MODELS else "transformer"]
+
+
+def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """n / (classes * count): each class weighs the same in the loss (absent classes get 1)."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class SERTrainer(Trainer):
+    """``Trainer`` with class-weighted cross-entropy and separate encoder/head learning rates."""
+
+    def __init__(self, *args: Any, class_weights: torch.Tensor | None = None, encoder_lr: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+        self.encoder_lr = encoder_lr
+        self.loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides by accumulation steps
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"].float()
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = torch.nn.functional.cross_entropy(logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        encoder = encoder_module(opt_model) if isinstance(opt_model, PreTrainedModel) else None
+        encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((id(param) in encoder_ids, name in decay), []).append(param)
+        head_lr = self.args.learning_rate
+        param_groups = [
+            {
+                "params": params,
+                "lr": (self.encoder_lr or head_lr) if in_encoder else head_lr,
+                "weight_decay": self.args.weight_decay if decays else 0.0,
+            }
+            for (in_encoder, decays), params in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def _trainer_metrics(labels: Sequence[str]):
+    from ser.metrics import compute_metrics
+
+    def compute(prediction: Any) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        scores = compute_metrics(prediction.label_ids.tolist(), logits.argmax(-1).tolist(), labels)
+        return {key: scores[key] for key in SUMMARY_KEYS}
+
+    return compute
+
+
+def _precision(options: TrainOptions) -> dict[str, bool]:
+    """Mixed precision on CUDA (bf16 where supported), full precision on CPU."""
+    choice = options.precision
+    if choice == "auto":
+        if not torch.cuda.is_available():
+            return {}
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"fp16": choice == "fp16", "bf16": choice == "bf16"}
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    trainer: SERTrainer
+    model: PreTrainedModel
+    feature_extractor: Any
+    labels: list[str]
+    waves: WaveformCache
+    best_val: dict[str, float] | None
+
+
+def fit(
+    dataset: Any, train_idx: Sequence[int], val_idx: Sequence[int], options: TrainOptions, work_dir: str | Path
+) -> FitResult:
+    """Train on ``train_idx``, early-stopping on ``val_idx`` (if any); checkpoints go to ``work_dir``."""
+    from ser.corpora import label_names
+
+    labels = label_names(dataset)
+    all_labels = list(dataset["label"])
+    set_seed(options.seed)
+    model, feature_extractor = build_model(options, labels)
+    waves = waveform_cache(dataset)
+    train_set = ClipDataset(waves, all_labels, train_idx, max_duration_s=options.max_duration, train=True,
+                            augment=options.augment, seed=options.seed)
+    val_set = ClipDataset(waves, all_labels, val_idx, max_duration_s=options.max_eval_duration, train=False)
+    has_val = len(val_set) > 0
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.eval_batch_size or options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        learning_rate=head_learning_rate(options),
+        weight_decay=options.weight_decay,
+        warmup_steps=options.warmup,
+        eval_strategy="epoch" if has_val else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="uar" if has_val else None,
+        greater_is_better=True,
+        logging_steps=options.logging_steps,
+        seed=options.seed,
+        data_seed=options.seed,
+        dataloader_num_workers=options.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=not options.progress,
+        **_precision(options),
+    )
+    trainer = SERTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set if has_val else None,
+        data_collator=AudioCollator(feature_extractor, frozenset(inspect.signature(model.forward).parameters)),
+        processing_class=feature_extractor,
+        compute_metrics=_trainer_metrics(labels),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)] if has_val else [],
+        class_weights=balanced_class_weights([all_labels[i] for i in train_idx], len(labels))
+        if options.class_weights else None,
+        encoder_lr=options.encoder_lr,
+    )
+    if not options.progress:
+        trainer.remove_callback(PrinterCallback)  # without bars Trainer prints every log dict instead
+    last = get_last_checkpoint(str(work_dir)) if options.resume and Path(work_dir).is_dir() else None
+    if options.resume and last is None:
+        logger.warning("--resume: no checkpoint in %s, starting from scratch", work_dir)
+    trainer.train(resume_from_checkpoint=last)
+    best_val = None
+    if has_val:
+        scores = trainer.evaluate()
+        best_val = {key: float(scores[f"eval_{key}"]) for key in SUMMARY_KEYS}
+    return FitResult(trainer, trainer.model, feature_extractor, labels, waves, best_val)
+
+
+def predict_indices(result: FitResult, dataset: Any, indices: Sequence[int], options: TrainOptions) -> np.ndarray:
+    """Predicted class indices for rows ``indices`` with the trained (best) model."""
+    all_labels = list(dataset["label"])
+    clips = ClipDataset(result.waves, all_labels, indices, max_duration_s=options.max_eval_duration, train=False)
+    logits = result.trainer.predict(clips).predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return np.asarray(logits).argmax(-1)
+
+
+def train_and_evaluate(
+    dataset: Any, split: Any, options: TrainOptions, out: str | Path, *, corpus: str = "corpus"
+) -> dict[str, Any]:
+    """Train on ``split.train`` (early stopping on ``split.val``), test on ``split.test``, write ``out``.
+
+    ``out`` receives the best model, its feature extractor, metrics.json, report + plots and README.md.
+    Returns the test metrics plus ``val`` (best validation scores), ``history`` (Trainer's log) and
+    ``predictions`` (class indices for ``split.test``).
+    """
+    from finetune.card import corpus_licence, default_version, write_run_outputs
+    from finetune.data import speaker_groups
+    from ser.metrics import compute_metrics
+
+    out = Path(out)
+    work_dir = out / "checkpoints"
+    result = fit(dataset, split.train, split.val, options, work_dir)
+    y_pred = predict_indices(result, dataset, split.test, options)
+    y_true = np.asarray(dataset["label"])[np.asarray(split.test, dtype=int)]
+    metrics = compute_metrics(y_true.tolist(), y_pred.tolist(), result.labels)
+    version = default_version(out)
+    result.model.config.ser_model_version = version
+    result.trainer.save_model(str(out))  # every rank calls it (FSDP/DeepSpeed gather); the main one writes
+    if result.trainer.is_world_process_zero():  # save_model also wrote the feature extractor
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the options go to metrics.json
+        groups = speaker_groups(dataset)
+        speakers = {part: sorted(set(groups[np.asarray(getattr(split, part), dtype=int)].tolist()))
+                    for part in ("train", "val", "test")}
+        write_run_outputs(
+            out,
+            metrics,
+            model_name=options.model,
+            data_desc=f"{corpus}: {len(dataset)} clips, {len(set(groups.tolist()))} speakers, "
+            f"classes {', '.join(result.labels)}.",
+            split_desc=(
+                "Speaker-independent hold-out: "
+                f"train speakers {', '.join(speakers['train'])} ({len(split.train)} clips); "
+                + (f"validation speakers {', '.join(speakers['val'])} ({len(split.val)} clips, best epoch by UAR); "
+                   if len(split.val) else "no validation split (all epochs trained); ")
+                + f"test speakers {', '.join(speakers['test'])} ({len(split.test)} clips)."
+            ),
+            licence=corpus_licence(corpus),
+            extra={"val": result.best_val, "speakers": speakers, "options": asdict(options),
+                   "history": result.trainer.state.log_history},
+            version=version,
+        )
+        if not options.keep_checkpoints:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return {**metrics, "val": result.best_val, "history": result.trainer.state.log_history,
+            "predictions": y_pred.tolist()}
+
+
+def run_fold(dataset: Any, train_idx: Sequence[int], test_idx: Sequence[int], options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-validation fold (``finetune.cv``): (y_true, y_pred) class indices for ``test_idx``.
+
+    A validation part for early stopping is carved out of the training speakers (``options.val``
+    of them), so the test speakers never steer training.
+    """
+    from finetune.data import train_val_test_split
+
+    options = options_from(options)
+    train_idx = np.asarray(train_idx, dtype=int)
+    test_idx = np.asarray(test_idx, dtype=int)
+    val_idx = np.array([], dtype=int)
+    if options.val > 0:
+        inner = train_val_test_split(dataset.select(train_idx), val=0.0, test=options.val, seed=options.seed)
+        train_idx, val_idx = train_idx[inner.train], train_idx[inner.test]
+    with tempfile.TemporaryDirectory(prefix="ser-fold-") as work_dir:
+        result = fit(dataset, train_idx, val_idx, options, work_dir)
+        y_pred = predict_indices(result, dataset, test_idx, options)
+    if options.model_dir and result.trainer.is_world_process_zero():
+        result.model.save_pretrained(options.model_dir)
+        result.feature_extractor.save_pretrained(options.model_dir)
+    y_true = np.asarray(dataset["label"])[test_idx]
+    return y_true, y_pred
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainOptions()
+    data = parser.add_argument_group("data")
+    data.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (emodb, ravdess, folder, ...)")
+    data.add_argument("--root", required=True, help="folder (or hub id) holding the corpus")
+    data.add_argument("--label-map", default=None, help='merge/drop classes, e.g. "four-class"')
+    data.add_argument("--val", type=float, default=defaults.val, help="fraction of speakers for validation")
+    data.add_argument("--test", type=float, default=defaults.test, help="fraction of speakers for testing")
+    data.add_argument("--max-duration", type=float, default=defaults.max_duration,
+                      help="seconds; longer training clips are randomly cropped")
+    data.add_argument("--augment", action="store_true", help="noise/speed/pitch/gain augmentation on the fly")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=defaults.model,
+                       help="hub id, checkpoint dir, whisper-tiny.en-offline, light-cnn or light-bilstm")
+    model.add_argument("--features", choices=FEATURE_TYPES, default=None, help="light models' input features")
+    model.add_argument("--no-freeze-feature-encoder", dest="freeze_feature_encoder", action="store_false",
+                       help="also train the CNN waveform encoder of wav2vec2-style models")
+    model.add_argument("--freeze-encoder", action="store_true", help="train the classifier head only")
+    model.add_argument("--weighted-layer-sum", action="store_true", help="learn a weighted sum of encoder layers")
+    model.add_argument("--out", required=True, help="model directory to write")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=float, default=defaults.epochs)
+    train.add_argument("--max-steps", type=int, default=defaults.max_steps, help="overrides --epochs when > 0")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per device")
+    train.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="gradient accumulation steps")
+    train.add_argument("--lr", type=float, default=None,
+                       help="head learning rate (light models: all); default 1e-3 light, 5e-4 transformer head")
+    train.add_argument("--encoder-lr", type=float, default=defaults.encoder_lr, help="pretrained encoder's rate")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--warmup", type=float, default=defaults.warmup, help="fraction of steps for LR warm-up")
+    train.add_argument("--no-class-weights", dest="class_weights", action="store_false",
+                       help="plain cross-entropy instead of class-balanced")
+    train.add_argument("--patience", type=int, default=defaults.patience, help="epochs without UAR gain before stopping")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                       help="auto: bf16/fp16 on CUDA, fp32 on CPU")
+    train.add_argument("--logging-steps", type=int, default=defaults.logging_steps, help="log the loss every N steps")
+    train.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    train.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after training")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the corpus, split by speaker, train, test, write the model directory."""
+    from finetune.data import train_val_test_split
+    from ser.corpora import load_corpus
+
+    options = options_from(args)
+    dataset = load_corpus(args.corpus, args.root, label_map=args.label_map)
+    split = train_val_test_split(dataset, val=options.val, test=options.test, seed=options.seed)
+    metrics = train_and_evaluate(dataset, split, options, args.out, corpus=args.corpus)
+    print(
+        f"{args.corpus} {options.model}: test UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}, "
+        f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n']} clips of held-out speakers -> {args.out}"
+    )
+    return 0

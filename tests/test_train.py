@@ -1,0 +1,288 @@
+"""Fine-tuning with Trainer and cross-validation, on a tiny synthetic corpus and tiny models.
+
+The corpus: harmonic tones an octave apart per class, 4 "speakers" (slightly shifted pitch), so a
+model that learns anything at all separates the classes, and the run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    HubertConfig,
+    HubertForSequenceClassification,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForSequenceClassification,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForAudioClassification,
+)
+from transformers import logging as hf_logging
+
+from finetune import train as ft
+from finetune.data import SpeakerSplit, train_val_test_split
+from ser.cli import dispatch
+from ser.corpora import load_corpus
+
+CLASSES = ("neutral", "happy", "sad")
+SPEAKERS = 4
+
+
+@pytest.fixture(autouse=True)
+def _quiet_and_single_threaded():
+    hf_logging.set_verbosity_error()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * 0.5)) / 16000
+    for c, label in enumerate(CLASSES):
+        (root / label).mkdir()
+        for speaker in range(SPEAKERS):
+            for take in range(3):
+                f0 = 150 * 2**c * (1 + 0.03 * speaker) * rng.uniform(0.98, 1.02)
+                wave = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(4 * np.pi * f0 * t)
+                wave = (wave + 0.02 * rng.standard_normal(len(t))) * rng.uniform(0.5, 1.0)
+                sf.write(root / label / f"spk{speaker}_{take}.wav", wave.astype(np.float32), 16000)
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(corpus_root: Path):
+    return load_corpus("folder", corpus_root)
+
+
+@pytest.fixture(scope="module")
+def split(corpus) -> SpeakerSplit:
+    return train_val_test_split(corpus, val=0.25, test=0.25, seed=0)
+
+
+def _losses(history: list[dict]) -> list[float]:
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
+def _assert_loss_falls(history: list[dict]) -> None:
+    losses = _losses(history)
+    assert len(losses) >= 4, history
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+
+
+def _predict_dir(model_dir: Path, corpus, indices) -> list[int]:
+    """Predictions of a saved checkpoint, batched exactly as Trainer.predict batches them (8)."""
+    model = AutoModelForAudioClassification.from_pretrained(model_dir).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+    import inspect
+
+    collator = ft.AudioCollator(extractor, frozenset(inspect.signature(model.forward).parameters))
+    clips = ft.ClipDataset(ft.WaveformCache(corpus), list(corpus["label"]), indices, max_duration_s=30.0, train=False)
+    predictions: list[int] = []
+    with torch.no_grad():
+        for start in range(0, len(clips), 8):
+            batch = collator([clips[i] for i in range(start, min(start + 8, len(clips)))])
+            batch.pop("labels")
+            predictions += model(**batch).logits.argmax(-1).tolist()
+    return predictions
+
+
+# --- tiny transformer checkpoints ---------------------------------------------------------------
+
+
+def _tiny_wav2vec2(out: Path, kind: str) -> Path:
+    config_class, model_class = {
+        "wav2vec2": (Wav2Vec2Config, Wav2Vec2ForSequenceClassification),
+        "hubert": (HubertConfig, HubertForSequenceClassification),
+    }[kind]
+    config = config_class(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16), conv_stride=(10, 8), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, classifier_proj_size=16, layerdrop=0.0, mask_time_prob=0.0,
+    )
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(out)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(out)
+    return out
+
+
+def _tiny_whisper(out: Path) -> Path:
+    """A Whisper classifier whose feature extractor pads to 2 s (200 mel frames) instead of 30 s."""
+    config = WhisperConfig(
+        d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
+        decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=100,
+        max_target_positions=32, vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1, classifier_proj_size=16, init_std=0.3,
+    )
+    torch.manual_seed(0)
+    WhisperForAudioClassification(config).save_pretrained(out)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(out)
+    return out
+
+
+TINY = {"wav2vec2": lambda out: _tiny_wav2vec2(out, "wav2vec2"), "hubert": lambda out: _tiny_wav2vec2(out, "hubert"),
+        "whisper": _tiny_whisper}
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_transformer_backbone_fine_tunes_and_its_checkpoint_reloads(kind, corpus, split, tmp_path) -> None:
+    backbone = TINY[kind](tmp_path / "backbone")
+    options = ft.TrainOptions(model=str(backbone), max_steps=12, batch_size=6, lr=5e-3, encoder_lr=2e-3,
+                              warmup=0.0, logging_steps=1, progress=False)
+    out = tmp_path / "model"
+    result = ft.train_and_evaluate(corpus, split, options, out, corpus="tones")
+
+    _assert_loss_falls(result["history"])
+    assert result["n"] == len(split.test)
+    assert _predict_dir(out, corpus, split.test) == result["predictions"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {str(i): name for i, name in enumerate(CLASSES)}
+    assert not (out / "checkpoints").exists() and not (out / "training_args.bin").exists()
+
+
+def test_feature_encoder_is_frozen_and_encoder_and_head_get_their_own_learning_rates(corpus, split, tmp_path) -> None:
+    backbone = _tiny_wav2vec2(tmp_path / "backbone", "wav2vec2")
+    before = AutoModelForAudioClassification.from_pretrained(backbone).wav2vec2.feature_extractor.state_dict()
+    options = ft.TrainOptions(model=str(backbone), max_steps=3, batch_size=6, lr=1e-3, encoder_lr=1e-5,
+                              weighted_layer_sum=True, progress=False)
+    result = ft.fit(corpus, split.train, split.val, options, tmp_path / "work")
+
+    model = result.model
+    assert model.config.use_weighted_layer_sum
+    for name, weight in model.wav2vec2.feature_extractor.state_dict().items():
+        assert torch.equal(weight, before[name]), name
+    assert not any(p.requires_grad for p in model.wav2vec2.feature_extractor.parameters())
+    rates = {}
+    encoder_ids = {id(p) for p in model.wav2vec2.parameters()}
+    for group, base_lr in zip(result.trainer.optimizer.param_groups, result.trainer.lr_scheduler.base_lrs):
+        for param in group["params"]:
+            rates[id(param)] = base_lr
+    assert rates[id(model.layer_weights)] == 1e-3
+    assert rates[id(model.classifier.weight)] == 1e-3
+    assert {rates[i] for i in encoder_ids if i in rates} == {1e-5}
+    assert result.best_val is not None and set(result.best_val) == {"uar", "accuracy", "macro_f1"}
+
+
+@pytest.mark.parametrize("kind", ["light-cnn", "light-bilstm"])
+def test_light_model_trains_from_the_command_line_and_serves_through_the_predictor(
+    kind, corpus_root, corpus, split, tmp_path
+) -> None:
+    from ser.model import Predictor
+
+    out = tmp_path / kind
+    code = dispatch("python -m finetune", "", {"train": ("finetune.train", "")}, [
+        "train", "--corpus", "folder", "--root", str(corpus_root), "--model", kind, "--out", str(out),
+        "--epochs", "4", "--batch-size", "6", "--val", "0.25", "--test", "0.25", "--logging-steps", "1",
+        "--no-progress",
+    ])
+    assert code == 0
+
+    record = json.loads((out / "metrics.json").read_text())
+    _assert_loss_falls(record["history"])
+    assert record["uar"] > 0.5  # chance is 1/3; the classes are an octave apart
+    assert record["labels"] == list(CLASSES)
+    assert set(record["speakers"]["test"]).isdisjoint(record["speakers"]["train"])
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "confusion_matrix.png"):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    assert "Speaker-independent" in card and "Data licence" in card and f"{record['uar']:.4f}" in card
+
+    # the reloaded checkpoint reproduces the test confusion matrix the run recorded
+    assert _confusion_matrix(corpus, split.test, _predict_dir(out, corpus, split.test)) == record["confusion_matrix"]
+    predictor = Predictor.from_pretrained(out, runtime="eager")
+    assert predictor.labels == list(CLASSES)
+    assert predictor.version == record["model_version"]
+    probs = predictor.predict(str(corpus[int(split.test[0])]["path"]))
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def _confusion_matrix(corpus, indices, predictions: list[int]) -> list[list[int]]:
+    truth = np.asarray(corpus["label"])[np.asarray(indices)]
+    matrix = np.zeros((len(CLASSES), len(CLASSES)), dtype=int)
+    for t, p in zip(truth, predictions):
+        matrix[t, p] += 1
+    return matrix.tolist()
+
+
+def test_training_resumes_from_its_last_checkpoint(corpus, split, tmp_path) -> None:
+    work = tmp_path / "work"
+    first = ft.TrainOptions(model="light-bilstm", max_steps=4, batch_size=6, progress=False, logging_steps=1)
+    ft.fit(corpus, split.train, split.val, first, work)
+    assert (work / "checkpoint-4").is_dir()
+
+    second = ft.TrainOptions(model="light-bilstm", max_steps=6, batch_size=6, progress=False, logging_steps=1,
+                             resume=True)
+    result = ft.fit(corpus, split.train, split.val, second, work)
+    assert result.trainer.state.global_step == 6
+    logged_steps = [entry["step"] for entry in result.trainer.state.log_history if "loss" in entry]
+    assert logged_steps[:4] == [1, 2, 3, 4]  # restored from the checkpoint, not retrained
+
+
+def test_balanced_class_weights() -> None:
+    weights = ft.balanced_class_weights([0, 0, 0, 1], 3)
+    assert weights.tolist() == pytest.approx([4 / 6, 4 / 2, 1.0])
+
+
+def test_options_accept_namespaces_and_refuse_bad_values() -> None:
+    import argparse
+
+    options = ft.options_from(argparse.Namespace(model="light-cnn", epochs=2.0, corpus="x", lr=None))
+    assert options.epochs == 2.0 and options.lr is None
+    with pytest.raises(ValueError, match="features"):
+        ft.options_from({"features": "spectrogram"})
+
+
+def test_cv_command_reports_mean_and_std_over_speaker_folds(corpus_root, tmp_path) -> None:
+    """Two speaker folds of the train method (with on-the-fly augmentation); each fold early-stops on one
+    of its own training speakers."""
+    out = tmp_path / "cv"
+    code = dispatch("python -m finetune", "", {"cv": ("finetune.cv", "")}, [
+        "cv", "--method", "train", "--folds", "2", "--corpus", "folder", "--root", str(corpus_root),
+        "--out", str(out), "--", "--model", "light-bilstm", "--epochs", "2", "--batch-size", "6", "--val", "0.5", "--augment",
+        "--no-progress",
+    ])
+    assert code == 0
+    result = json.loads((out / "cv.json").read_text())
+    assert result["folds"] == 2
+    speakers = [set(fold["test_speakers"]) for fold in result["per_fold"]]
+    assert speakers[0].isdisjoint(speakers[1]) and len(speakers[0] | speakers[1]) == SPEAKERS
+    uars = [fold["uar"] for fold in result["per_fold"]]
+    assert result["summary"]["uar"]["mean"] == pytest.approx(np.mean(uars))
+    assert result["summary"]["uar"]["std"] == pytest.approx(np.std(uars, ddof=1))
+    assert result["pooled"]["n"] == len(CLASSES) * SPEAKERS * 3
+    table = (out / "cv.md").read_text()
+    assert "mean ± std" in table and (out / "confusion_matrix.png").is_file()
+
+
+def test_cv_refuses_a_bad_fold_spec(corpus) -> None:
+    from finetune.cv import make_folds
+
+    with pytest.raises(ValueError, match="loso"):
+        make_folds(corpus, "many")
+    assert len(make_folds(corpus, "loso")) == SPEAKERS
+
+
+def test_training_clips_are_cropped_and_augmented_reproducibly() -> None:
+    waves = {0: np.sin(np.arange(16000 * 3) / 10).astype(np.float32)}
+
+    def clips(seed: int) -> list[np.ndarray]:
+        dataset = ft.ClipDataset(waves, [2], [0, 0, 0], max_duration_s=2.0, train=True, augment=True, seed=seed)
+        return [dataset[i]["waveform"] for i in range(len(dataset))]
+
+    first, again, other = clips(1), clips(1), clips(2)
+    assert all(len(clip) == 32000 and clip.dtype == np.float32 for clip in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    evaluation = ft.ClipDataset(waves, [2], [0], max_duration_s=2.0, train=False)[0]
+    assert evaluation["labels"] == 2 and np.array_equal(evaluation["waveform"], waves[0][:32000])
