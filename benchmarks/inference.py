@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -122,6 +123,22 @@ def bench_family(name: str, path: Path, seconds: tuple[int, ...], repeats: int) 
     return rows
 
 
+def emodb_agreement(name: str, path: Path, clips: list[Path]) -> list[dict]:
+    """Max probability difference and label agreement of each fast runtime against eager on real speech."""
+    eager = Predictor.from_pretrained(path, runtime="eager")
+    reference = [eager.predict(clip) for clip in clips]
+    rows = []
+    for runtime in ("onnx", "onnx-int8"):
+        fast = Predictor.from_pretrained(path, runtime=runtime)
+        probs = [fast.predict(clip) for clip in clips]
+        diff = max(abs(a[k] - b[k]) for a, b in zip(reference, probs) for k in a)
+        same = sum(max(a, key=a.get) == max(b, key=b.get) for a, b in zip(reference, probs))
+        rows.append({"family": name, "runtime": runtime, "clips": len(clips), "max_prob_diff": diff,
+                     "label_agreement": same / len(clips)})
+        print(f"{name:38s} {runtime:10s} max |dp| {diff:.4f}  agreement {same}/{len(clips)}")
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| family | runtime | clip | median | p95 | RTF | speed-up vs eager |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -132,25 +149,41 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def agreement_markdown(rows: list[dict]) -> str:
+    lines = ["| family | runtime | clips | max probability difference | label agreement |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['family']} | {r['runtime']} | {r['clips']} | {r['max_prob_diff']:.4f} | {r['label_agreement']:.1%} |" for r in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 s clips only, fewer repeats")
     parser.add_argument("--families", nargs="*", default=None)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--emodb", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb",
+                        help="real clips for the agreement check (skipped when absent)")
+    parser.add_argument("--agreement-clips", type=int, default=40)
     args = parser.parse_args()
+    clips = sorted((args.emodb / "wav").glob("*.wav"))[:: max(1, 535 // args.agreement_clips)][: args.agreement_clips]
     seconds = (3,) if args.quick else SECONDS
     families = args.families or ["wav2vec2-base", "hubert-base", "distilhubert", "whisper-tiny-encoder (30 s padding)", "light-cnn"]
-    rows = []
+    rows, agreement_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in families:
-            rows += bench_family(name, save_family(name, Path(tmp) / name.split()[0]), seconds, args.repeats)
-    if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        rows += bench_family("embedded default (Whisper tiny.en probe, real length)", DEFAULT_MODEL_DIR, seconds, args.repeats)
+        checkpoints = {name: save_family(name, Path(tmp) / name.split()[0]) for name in families}
+        if (DEFAULT_MODEL_DIR / "config.json").is_file():
+            checkpoints["embedded default (Whisper tiny.en probe, real length)"] = DEFAULT_MODEL_DIR
+        for name, path in checkpoints.items():
+            rows += bench_family(name, path, seconds, args.repeats)
+            if clips:
+                agreement_rows += emodb_agreement(name, path, clips)
     table = markdown(rows)
+    if agreement_rows:
+        table += "\n\nAgreement with eager fp32 on real EmoDB clips:\n\n" + agreement_markdown(agreement_rows)
     print("\n" + table)
     RESULTS.mkdir(exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
-    (RESULTS / "inference.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta["load_average_1min"] = os.getloadavg()[0]
+    (RESULTS / "inference.json").write_text(json.dumps({"meta": meta, "rows": rows, "agreement": agreement_rows}, indent=2))
     (RESULTS / "inference.md").write_text(table + "\n")
 
 

@@ -145,7 +145,8 @@ class Predictor:
         return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64)
 
     def _inputs(self, waveform: np.ndarray) -> dict[str, torch.Tensor]:
-        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        # "longest" = the clip's own length: Whisper's extractor would otherwise pad to 30 s.
+        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="pt")
         return {key: value for key, value in inputs.items() if key in self._forward_keys}
 
 

@@ -142,8 +142,11 @@ def whisper_hidden_states(
     batch.
     """
     mel_lengths = _mel_lengths(input_features, mel_mask)
-    states = encode_hidden_states(encoder, input_features, mel_lengths)
+    unpadded = mel_mask is None or bool((mel_lengths == input_features.shape[-1]).all())
+    states = encode_hidden_states(encoder, input_features, None if unpadded else mel_lengths)
     frames = states[0].shape[1]
+    if unpadded:  # the Predictor's case: one clip, features of its own length
+        return states, torch.ones(states[0].shape[:2], dtype=torch.bool, device=states[0].device)
     frame_lengths = output_lengths(mel_lengths).to(states[0].device)
     return states, torch.arange(frames, device=states[0].device)[None, :] < frame_lengths[:, None]
 

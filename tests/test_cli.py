@@ -77,3 +77,11 @@ def test_missing_model_exits_non_zero_with_a_message(clips, tmp_path):
     result = run_cli("predict", str(clips), "--model", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_default_model_predicts_the_example_clips():
+    result = run_cli("predict", str(REPO / "examples"), "--json", runtime="auto")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == len(list((REPO / "examples").glob("*.flac")))
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in records)

