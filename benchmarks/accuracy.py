@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -81,6 +80,13 @@ FAMILIES: dict[str, list[Row]] = {
     ],
     # The seed article's light models, trained from scratch with Trainer (finetune/train.py); each
     # fold early-stops on validation UAR of one of its own training speakers.
+    # The embedded default model's recipe (finetune/make_default.py): frozen offline Whisper tiny.en at
+    # the clip's real length, 5 hidden states mean-pooled and concatenated, linear head by L-BFGS.
+    "probe": [
+        Row("probe", "Whisper tiny.en frozen + linear head (default model)", "5 hidden states, mean", "finetune.probe",
+            {"model": "whisper-tiny.en-offline", "pooling": "mean", "layer_mix": "concat", "head_hidden_size": 0,
+             "optimizer": "lbfgs", "epochs": 500}),
+    ],
     "light": [
         Row("light", "CNN (seed article)", "logmel", "finetune.train",
             {"model": "light-cnn", "epochs": 15, "batch_size": 16, "patience": 5, "progress": False}),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -22,24 +21,18 @@ import torch
 from datasets import Array2D, Array3D, Dataset, Features, Value, load_from_disk
 
 from ser.audio import SAMPLE_RATE
+from ser.cache import cache_root
 from ser.corpora import waveform
 from ser.probe import ProbeForAudioClassification
 
 # Bump when extraction changes (real-length encoding, pooling of the cached means...).
 FEATURE_VERSION = 1
-CACHE_ENV = "SER_CACHE_DIR"
-
 Augment = Callable[[np.ndarray, int], np.ndarray]  # (waveform, seed) -> augmented waveform
 
 
 def default_cache_dir() -> Path:
-    """``$SER_CACHE_DIR/features`` or the user cache dir: shared by every run on this machine."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser() / "features"
-    from platformdirs import user_cache_path
-
-    return user_cache_path("ser") / "features"
+    """``$SER_CACHE_DIR/features`` or the user cache dir's: shared by every run on this machine."""
+    return cache_root() / "features"
 
 
 def clip_hash(row: dict) -> str:

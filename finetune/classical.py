@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from finetune.data import speaker_groups
+from ser.cache import CACHE_ENV, cache_root
 from ser.classical import FEATURE_SETS, FEATURES_VERSION, ClassicalModel, extract_features, feature_dim
 
 ESTIMATORS: tuple[str, ...] = ("svm", "tree", "mlp")
-CACHE_ENV = "SER_CACHE_DIR"
 SVM_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 # RBF widths relative to sklearn's "scale" (1 / (n_features * variance), variance 1 after scaling).
 SVM_GAMMA_FACTORS: tuple[float, ...] = (0.25, 1.0, 4.0)
@@ -59,13 +59,8 @@ def options_from(options: Any) -> ClassicalOptions:
 
 
 def default_cache_dir() -> Path:
-    """``$SER_CACHE_DIR/features/classical`` or the user cache dir (the probe's cache lives beside it)."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser() / "features" / "classical"
-    from platformdirs import user_cache_path
-
-    return user_cache_path("ser") / "features" / "classical"
+    """``$SER_CACHE_DIR/features/classical`` or the user cache dir's (the probe's cache lives beside it)."""
+    return cache_root() / "features" / "classical"
 
 
 def corpus_features(dataset: Any, feature_set: str, cache_dir: str | Path | None = None) -> np.ndarray:

