@@ -66,6 +66,9 @@ class Predictor:
             id2label = model.config.id2label
             self.labels = [id2label[i] for i in range(len(id2label))]
             self._forward_keys = set(inspect.signature(model.forward).parameters)
+            # Features of the clip's own length, except for transformers' Whisper models, which
+            # insist on Whisper's 30 s window (the project's probe runs Whisper at the real length).
+            self._padding = "max_length" if model.config.model_type == "whisper" else "longest"
         else:
             self.labels = list(model.labels)
 
@@ -145,8 +148,7 @@ class Predictor:
         return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64)
 
     def _inputs(self, waveform: np.ndarray) -> dict[str, torch.Tensor]:
-        # "longest" = the clip's own length: Whisper's extractor would otherwise pad to 30 s.
-        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="pt")
+        inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, padding=self._padding, return_tensors="pt")
         return {key: value for key, value in inputs.items() if key in self._forward_keys}
 
 

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from ser.audio import InvalidAudio
 from ser.model import ModelLoadError, Predictor
-from tests.tiny_models import LABELS, save_tiny_wav2vec2
+from tests.tiny_models import LABELS, save_tiny_wav2vec2, save_tiny_whisper
 
 
 def tone(seconds: float, freq: float = 220.0, sr: int = 16000) -> np.ndarray:
@@ -16,9 +16,10 @@ def tone(seconds: float, freq: float = 220.0, sr: int = 16000) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=["wav2vec2", "hubert"])
+@pytest.fixture(scope="module", params=["wav2vec2", "hubert", "whisper"])
 def predictor(request, tmp_path_factory) -> Predictor:
-    path = save_tiny_wav2vec2(tmp_path_factory.mktemp(request.param), kind=request.param)
+    out = tmp_path_factory.mktemp(request.param)
+    path = save_tiny_whisper(out) if request.param == "whisper" else save_tiny_wav2vec2(out, kind=request.param)
     return Predictor.from_pretrained(path)
 
 

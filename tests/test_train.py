@@ -21,13 +21,11 @@ from transformers import (
     Wav2Vec2Config,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2ForSequenceClassification,
-    WhisperConfig,
-    WhisperFeatureExtractor,
-    WhisperForAudioClassification,
 )
 from transformers import logging as hf_logging
 
 from finetune import train as ft
+from tests.tiny_models import save_tiny_whisper
 from finetune.data import SpeakerSplit, train_val_test_split
 from ser.cli import dispatch
 from ser.corpora import load_corpus
@@ -117,22 +115,8 @@ def _tiny_wav2vec2(out: Path, kind: str) -> Path:
     return out
 
 
-def _tiny_whisper(out: Path) -> Path:
-    """A Whisper classifier whose feature extractor pads to 2 s (200 mel frames) instead of 30 s."""
-    config = WhisperConfig(
-        d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
-        decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=100,
-        max_target_positions=32, vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        decoder_start_token_id=1, classifier_proj_size=16, init_std=0.3,
-    )
-    torch.manual_seed(0)
-    WhisperForAudioClassification(config).save_pretrained(out)
-    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(out)
-    return out
-
-
 TINY = {"wav2vec2": lambda out: _tiny_wav2vec2(out, "wav2vec2"), "hubert": lambda out: _tiny_wav2vec2(out, "hubert"),
-        "whisper": _tiny_whisper}
+        "whisper": save_tiny_whisper}
 
 
 @pytest.mark.parametrize("kind", list(TINY))

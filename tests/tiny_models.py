@@ -44,3 +44,19 @@ def save_tiny_wav2vec2(out: Path, labels: list[str] = LABELS, *, kind: str = "wa
     model_class(config).save_pretrained(out)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(out)
     return out
+
+
+def save_tiny_whisper(out: Path, labels: list[str] = LABELS) -> Path:
+    """A Whisper classifier whose feature extractor pads to 2 s (200 mel frames) instead of 30 s."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+
+    config = WhisperConfig(
+        d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
+        decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=100,
+        max_target_positions=32, vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=1, classifier_proj_size=16, init_std=0.3, **_label_maps(labels),
+    )
+    torch.manual_seed(0)
+    WhisperForAudioClassification(config).save_pretrained(out)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(out)
+    return out
