@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ser.model import Predictor
-from ser.runtime import TOLERANCE, check_signals
+from ser.runtime import SPEED_MARGIN, TOLERANCE, check_signals
 from tests.tiny_models import save_tiny_wav2vec2
 
 
@@ -33,12 +33,14 @@ def test_auto_picks_a_checked_runtime_and_reuses_the_export(model_dir):
     assert set(report) == {"eager", "onnx", "onnx-int8"}
     passing = [name for name, check in report.items() if name == "eager" or (
         check["max_prob_diff"] <= TOLERANCE and check["label_agreement"] == 1.0)]
-    assert first.runtime == min(passing, key=lambda name: report[name]["seconds"])
+    fastest = min(passing, key=lambda name: report[name]["seconds"])
+    worth_it = report[fastest]["seconds"] <= SPEED_MARGIN * report["eager"]["seconds"]
+    assert first.runtime == (fastest if worth_it else "eager")
     exported = model_dir / "onnx" / "model.onnx"
     stamp = exported.stat().st_mtime_ns
     second = Predictor.from_pretrained(model_dir)
     assert exported.stat().st_mtime_ns == stamp
-    assert second.predict(check_signals()[0]) == pytest.approx(first.predict(check_signals()[0]))
+    assert second.predict(check_signals()[0]) == pytest.approx(first.predict(check_signals()[0]), abs=TOLERANCE)
 
 
 def test_read_only_checkpoints_export_to_the_user_cache(model_dir, tmp_path, monkeypatch):
