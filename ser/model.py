@@ -20,6 +20,7 @@ import torch
 from ser.audio import SAMPLE_RATE, load_audio, segments
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+LONGEST_PASS_S = 30.0
 
 
 class ModelLoadError(RuntimeError):
@@ -113,8 +114,18 @@ class Predictor:
         )
 
     def predict(self, audio: Any) -> dict[str, float]:
-        """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input."""
-        return dict(zip(self.labels, self._probabilities(load_audio(audio)).tolist()))
+        """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
+
+        A clip longer than ``LONGEST_PASS_S`` is the average of its windows of that length: Whisper
+        encoders take at most 30 s, and minutes of speech are better read from ``timeline``.
+        """
+        waveform = load_audio(audio)
+        if len(waveform) <= LONGEST_PASS_S * SAMPLE_RATE:
+            probs = self._probabilities(waveform)
+        else:
+            windows = segments(waveform, LONGEST_PASS_S, LONGEST_PASS_S)
+            probs = np.mean([self._probabilities(window.samples) for window in windows], axis=0)
+        return dict(zip(self.labels, probs.tolist()))
 
     def predict_batch(self, clips: list[Any]) -> list[dict[str, float]]:
         """Predict several clips one by one.

