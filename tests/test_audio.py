@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from ser.audio import SAMPLE_RATE, InvalidAudio, Segment, load_audio, segments
+from tests.audio_files import encode_av
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,23 +30,6 @@ def tone(rate: int, seconds: float = 1.0, amplitude: float = 0.5, channels: int 
 def encode(wave: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, wave, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
-
-def encode_av(wave: np.ndarray, rate: int, container: str, codec: str) -> bytes:
-    """M4A/AAC or WebM/Opus as browsers and phones send them (PyAV bundles the encoders)."""
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        for start in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(wave[None, start : start + 1024], format="fltp", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
     return buf.getvalue()
 
 

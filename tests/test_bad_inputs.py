@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from ser.audio import SAMPLE_RATE, InvalidAudio, load_audio
+from tests.audio_files import encode_av
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -62,19 +63,7 @@ def pcm16(wave: np.ndarray) -> bytes:
 
 
 def encoded_av(container: str, codec: str, rate: int = 48000) -> bytes:
-    import av
-
-    wave, buf = tone(rate), io.BytesIO()
-    with av.open(buf, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        for start in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(wave[None, start : start + 1024], format="fltp", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return encode_av(tone(rate), rate, container, codec)
 
 
 def write(tmp: Path, name: str, data: bytes) -> Path:
