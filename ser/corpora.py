@@ -278,22 +278,35 @@ def _csv(
     table = Path(root)
     if not table.is_file():
         raise CorpusError(f"CSV/TSV file not found: {table}")
+    for path, label, speaker in read_clip_table(table, (path_column, label_column, speaker_column)):
+        if not path.is_file():
+            report.missing_files.append(str(path))
+            continue
+        yield _Entry(str(path.resolve()), label, speaker or _speaker_from_stem(path.stem, speaker_pattern))
+
+
+def read_clip_table(
+    table: Path, columns: Sequence[str] = ("path", "label", "speaker"), *, label_required: bool = True
+) -> Iterator[tuple[Path, str, str]]:
+    """``(path, label, speaker)`` per row of a CSV/TSV (tab-separated for .tsv/.tab), "" where empty.
+
+    ``columns`` names the path, label and speaker columns. Relative paths are relative to the
+    table's folder. Training needs the label column; an annotation queue (``label_required=False``)
+    does not.
+    """
+    path_column, label_column, speaker_column = columns
     delimiter = "\t" if table.suffix.lower() in {".tsv", ".tab"} else ","
     with table.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         header = [name.strip() for name in reader.fieldnames or []]
         reader.fieldnames = header
-        for needed in (path_column, label_column):
+        for needed in (path_column, label_column) if label_required else (path_column,):
             if needed not in header:
-                raise CorpusError(f"{table} has no {needed!r} column (columns: {', '.join(header)})")
+                raise CorpusError(f"{table.name} has no {needed!r} column (columns: {', '.join(header)})")
         for row in reader:
             written = (row.get(path_column) or "").strip()
-            path = Path(written) if Path(written).is_absolute() else table.parent / written
-            if not written or not path.is_file():
-                report.missing_files.append(str(path))
-                continue
-            speaker = (row.get(speaker_column) or "").strip() or _speaker_from_stem(path.stem, speaker_pattern)
-            yield _Entry(str(path.resolve()), (row.get(label_column) or "").strip(), speaker)
+            label = (row.get(label_column) or "").strip()
+            yield table.parent / written, label, (row.get(speaker_column) or "").strip()
 
 
 def _hub(

@@ -16,6 +16,7 @@ from ser.corpora import (
     concatenate_corpora,
     label_names,
     load_corpus,
+    read_clip_table,
     read_corpus,
     waveform,
     with_label_names,
@@ -159,6 +160,21 @@ def test_csv_without_label_column_is_an_error(tmp_path):
         load_corpus("csv", table)
     write_wav(tmp_path / "x.wav")
     assert len(load_corpus("csv", table, path_column="file", label_column="emotion")) == 1
+
+
+def test_clip_table_for_a_queue_needs_only_paths(tmp_path):
+    """An annotation queue's table: labels optional, paths relative to the table, header trimmed."""
+    table = tmp_path / "queue.tsv"
+    table.write_text(" path \tspeaker\nclips/a.wav\t03\n/abs/b.wav\t\n", encoding="utf-8-sig")
+    assert list(read_clip_table(table, label_required=False)) == [
+        (tmp_path / "clips" / "a.wav", "", "03"),
+        (Path("/abs/b.wav"), "", ""),
+    ]
+    with pytest.raises(CorpusError, match="'label' column"):
+        list(read_clip_table(table))
+    (tmp_path / "bad.csv").write_text("file\nx.wav\n")
+    with pytest.raises(CorpusError, match="'path' column"):
+        list(read_clip_table(tmp_path / "bad.csv", label_required=False))
 
 
 def _hub_like(tmp_path: Path) -> Dataset:

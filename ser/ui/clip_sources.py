@@ -7,7 +7,6 @@ folder never sits in memory and one broken file is reported without stopping the
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,18 +68,12 @@ def _folder_clips(folder: Path) -> Iterator[SourceClip]:
 
 
 def _csv_clips(table: Path) -> Iterator[SourceClip]:
-    """Relative paths are relative to the table's folder, as in ``ser.corpora``'s CSV layout."""
-    delimiter = "\t" if table.suffix.lower() == ".tsv" else ","
-    with table.open(newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle, delimiter=delimiter))
-    if rows and "path" not in rows[0]:
-        raise ValueError(f"{table.name} needs a 'path' column (and optionally 'label' and 'speaker')")
-    for row in rows:
-        written = Path((row.get("path") or "").strip())
-        path = table.parent / written  # an absolute ``written`` stays as it is
-        label = (row.get("label") or "").strip() or None
-        speaker = (row.get("speaker") or "").strip() or None
-        yield _file_clip(path, label, speaker)
+    """The table layout of ``ser.corpora``, with the label column optional."""
+    from ser.corpora import read_clip_table  # datasets loads only when a table is queued
+
+    rows = list(read_clip_table(table, label_required=False))  # a bad header fails before any clip queues
+    for path, label, speaker in rows:
+        yield _file_clip(path, label or None, speaker or None)
 
 
 def _dataset_clips(folder: Path) -> Iterator[SourceClip]:
