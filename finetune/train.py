@@ -206,10 +206,15 @@ class AudioCollator:
     input_names: frozenset[str]
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        # Whisper encoders accept exactly 30 s of log-mel frames, so they pad to the maximum length.
-        padding = "max_length" if isinstance(self.feature_extractor, WhisperFeatureExtractor) else "longest"
+        options: dict[str, Any] = {"padding": "longest"}
+        if isinstance(self.feature_extractor, WhisperFeatureExtractor):
+            # Whisper encoders accept exactly 30 s of log-mel frames, so they pad to the maximum length;
+            # the STFT of 30 s per clip would keep a GPU waiting on the CPU, so it runs on the GPU there.
+            options["padding"] = "max_length"
+            if torch.cuda.is_available() and get_worker_info() is None:
+                options["device"] = "cuda"
         batch = self.feature_extractor(
-            [item["waveform"] for item in items], sampling_rate=SAMPLE_RATE, padding=padding, return_tensors="pt"
+            [item["waveform"] for item in items], sampling_rate=SAMPLE_RATE, return_tensors="pt", **options
         )
         inputs = {key: value for key, value in batch.items() if key in self.input_names}
         inputs["labels"] = torch.tensor([item["labels"] for item in items], dtype=torch.long)
