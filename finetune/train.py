@@ -58,6 +58,7 @@ class TrainOptions:
 
     model: str = "light-cnn"
     features: str | None = None  # light models: logmel | mfcc (default: CNN logmel, BiLSTM mfcc)
+    frame_stride: int = 1  # light-bilstm: average this many 10 ms frames per LSTM step
     epochs: float = 20.0
     max_steps: int = -1
     batch_size: int = 8
@@ -96,6 +97,8 @@ def options_from(options: Any) -> TrainOptions:
     result = TrainOptions(**{key: value for key, value in values.items() if key in known and value is not None})
     if result.features is not None and result.features not in FEATURE_TYPES:
         raise ValueError(f"features must be one of {FEATURE_TYPES}, not {result.features!r}")
+    if result.frame_stride < 1:
+        raise ValueError(f"frame_stride must be at least 1, not {result.frame_stride}")
     if result.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {result.precision!r}")
     return result
@@ -205,14 +208,17 @@ class AudioCollator:
     feature_extractor: Any
     input_names: frozenset[str]
 
+    @property
+    def features_on_gpu(self) -> bool:
+        """Extractors that take ``device`` (Whisper's, the light models') compute spectrograms there."""
+        return "device" in inspect.signature(self.feature_extractor.__call__).parameters
+
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        options: dict[str, Any] = {"padding": "longest"}
-        if isinstance(self.feature_extractor, WhisperFeatureExtractor):
-            # Whisper encoders accept exactly 30 s of log-mel frames, so they pad to the maximum length;
-            # the STFT of 30 s per clip would keep a GPU waiting on the CPU, so it runs on the GPU there.
-            options["padding"] = "max_length"
-            if torch.cuda.is_available() and get_worker_info() is None:
-                options["device"] = "cuda"
+        # Whisper encoders accept exactly 30 s of log-mel frames, so they pad to the maximum length.
+        padding = "max_length" if isinstance(self.feature_extractor, WhisperFeatureExtractor) else "longest"
+        options: dict[str, Any] = {"padding": padding}
+        if self.features_on_gpu and torch.cuda.is_available() and get_worker_info() is None:
+            options["device"] = "cuda"  # spectrograms on the CPU would keep the GPU waiting
         batch = self.feature_extractor(
             [item["waveform"] for item in items], sampling_rate=SAMPLE_RATE, return_tensors="pt", **options
         )
@@ -227,7 +233,8 @@ class AudioCollator:
 def build_model(options: TrainOptions, labels: Sequence[str]) -> tuple[PreTrainedModel, Any]:
     """The model to train and its feature extractor, with a classifier for ``labels``."""
     if options.model in LIGHT_MODELS:
-        return create_light_model(options.model, labels, feature_type=options.features)
+        extra = {"frame_stride": options.frame_stride} if options.model == "light-bilstm" else {}
+        return create_light_model(options.model, labels, feature_type=options.features, **extra)
     source = resolve_backbone(options.model)
     feature_extractor = AutoFeatureExtractor.from_pretrained(source)
     extra = {"use_weighted_layer_sum": True} if options.weighted_layer_sum else {}
@@ -519,6 +526,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", default=defaults.model,
                        help="hub id, checkpoint dir, whisper-tiny.en-offline, light-cnn or light-bilstm")
     model.add_argument("--features", choices=FEATURE_TYPES, default=None, help="light models' input features")
+    model.add_argument("--frame-stride", type=int, default=1,
+                       help="light-bilstm: average this many 10 ms frames per LSTM step (faster on a CPU)")
     model.add_argument("--no-freeze-feature-encoder", dest="freeze_feature_encoder", action="store_false",
                        help="also train the CNN waveform encoder of wav2vec2-style models")
     model.add_argument("--freeze-encoder", action="store_true", help="train the classifier head only")

@@ -15,6 +15,7 @@ from ser.light_models import (
     LightBiLSTMForAudioClassification,
     LightCNNForAudioClassification,
     LightFeatureExtractor,
+    _pool_frames,
     create_light_model,
 )
 
@@ -87,10 +88,10 @@ def test_light_model_round_trips_through_the_auto_classes(kind: str, model_class
     torch.testing.assert_close(reloaded, original, atol=1e-6, rtol=1e-6)  # identical weights; LSTM kernels differ in the last bit
 
 
-@pytest.mark.parametrize("kind", ["light-cnn", "light-bilstm"])
-def test_padding_in_a_batch_does_not_change_a_clips_logits(kind: str) -> None:
+@pytest.mark.parametrize("kind, config", [("light-cnn", {}), ("light-bilstm", {}), ("light-bilstm", {"frame_stride": 4})])
+def test_padding_in_a_batch_does_not_change_a_clips_logits(kind: str, config: dict) -> None:
     torch.manual_seed(0)
-    model, extractor = create_light_model(kind, LABELS)
+    model, extractor = create_light_model(kind, LABELS, **config)
     model.eval()
     waves = [_speechlike(seconds, seed) for seed, seconds in enumerate((0.5, 0.77, 1.0, 0.19))]
     with torch.no_grad():
@@ -125,3 +126,13 @@ def test_predictor_loads_a_light_checkpoint(tmp_path) -> None:
 def test_unknown_light_model_is_refused() -> None:
     with pytest.raises(ValueError, match="light-cnn"):
         create_light_model("light-transformer", LABELS)
+
+
+def test_frame_stride_averages_real_frames_only() -> None:
+    features = torch.arange(1.0, 8.0).reshape(1, 7, 1).repeat(2, 1, 1)
+    mask = torch.tensor([[1.0] * 7, [1.0] * 5 + [0.0] * 2])
+    pooled, pooled_mask = _pool_frames(features, mask, 3)
+    assert pooled[0, :, 0].tolist() == [2.0, 5.0, 7.0]
+    assert pooled[1, :, 0].tolist() == [2.0, 4.5, 0.0]  # frames 6-7 of the second clip are padding
+    assert pooled_mask.tolist() == [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+
