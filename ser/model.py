@@ -78,7 +78,8 @@ class Predictor:
         """Load a checkpoint directory, a classical model directory, or a hub id (None: the default).
 
         ``runtime``: "auto" (default; ``SER_RUNTIME`` overrides) picks the fastest CPU runtime that
-        matches eager PyTorch within ``ser.runtime.TOLERANCE``; "eager", "onnx" or "onnx-int8" force one.
+        matches eager PyTorch within ``ser.runtime.TOLERANCE``; "eager", "onnx", "onnx-int8" or
+        "openvino" force one.
         """
         source = str(path_or_hub_id) if path_or_hub_id is not None else default_model_path()
         local = Path(source)

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     parser.add_argument(
         "--runtime",
-        choices=["auto", "eager", "onnx", "onnx-int8"],
+        choices=["auto", "eager", "onnx", "onnx-int8", "openvino"],
         default=None,
         help="inference runtime (default auto: the fastest that matches eager PyTorch; eager opts out)",
     )

@@ -1,10 +1,12 @@
-"""Faster CPU inference: ONNX Runtime (fp32 or int8 MatMul/Gemm) behind the Predictor.
+"""Faster CPU inference: ONNX Runtime (fp32 or int8 MatMul/Gemm) or OpenVINO behind the Predictor.
 
 Spaces' free tier and most laptops have two CPU cores and no GPU, where eager PyTorch is the slow
 path. A model is exported once to ONNX with a dynamic time axis and cached next to its checkpoint
-(or in the user cache when that folder is read-only); the int8 variant quantizes only MatMul/Gemm,
-because quantizing the convolutional front end was slower on these CPUs (NOTES.md). A runtime is
-only used after it has matched eager PyTorch on a set of check signals within ``TOLERANCE``.
+(or in the user cache when that folder is read-only). ONNX Runtime's int8 variant quantizes only
+MatMul/Gemm, because quantizing the convolutional front end was slower on these CPUs (NOTES.md);
+OpenVINO runs the same fp32 export, in bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX), which
+also speeds up that front end. A runtime is only used after it has matched eager PyTorch on a set of
+check signals within ``TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +25,7 @@ import torch
 
 from ser.cache import cache_root
 
-RUNTIMES = ("eager", "onnx", "onnx-int8")
+RUNTIMES = ("eager", "onnx", "onnx-int8", "openvino")
 # Largest allowed difference of any class probability between a runtime and eager PyTorch.
 TOLERANCE = 0.02
 # A runtime replaces eager PyTorch only when it takes at most this fraction of eager's time.
@@ -76,13 +79,37 @@ class OnnxClassifier:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
+class OpenVinoClassifier:
+    """Runs the exported classifier with OpenVINO on the CPU; returns logits like the torch model does.
+
+    OpenVINO picks the precision: bf16 where the CPU computes it natively, else fp32. Compiled
+    kernels are cached beside the export, so a second start skips most of the compile time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(path.parent / "openvino-cache")})
+        self.compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self._requests = threading.local()  # an infer request serves one call at a time
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        result = request.infer({name: inputs[name].numpy() for name in self.input_names})
+        return torch.from_numpy(np.array(result[self.compiled.output(0)], dtype=np.float32))
+
+
 def build_onnx(
     model: torch.nn.Module,
     examples: list[dict[str, torch.Tensor]],
     checkpoint: Path | None,
     runtime: str,
 ) -> OnnxClassifier:
-    """Export (once, cached) and load the ONNX model for ``runtime`` ("onnx" or "onnx-int8").
+    """Export (once, cached) and load the ONNX model for ``runtime`` ("onnx", "onnx-int8", "openvino").
 
     ``examples`` are model inputs for clips of different lengths: the axes whose sizes differ
     between them become the dynamic time axes of the export.
@@ -93,6 +120,8 @@ def build_onnx(
         _export(model, examples, fp32)
     if runtime == "onnx":
         return OnnxClassifier(fp32)
+    if runtime == "openvino":
+        return OpenVinoClassifier(fp32)
     int8 = folder / "model.int8.onnx"
     if not int8.is_file():
         _quantize(fp32, int8)
@@ -107,17 +136,17 @@ def select_runner(
 ) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor] | None, str, dict[str, Any]]:
     """The runner for ``runtime`` (None means eager PyTorch), its name and its check against eager.
 
-    ``auto`` exports both ONNX variants, keeps those within ``TOLERANCE`` that agree with eager on
-    every check signal's label, and picks the fastest of them on those same signals if it beats
-    eager by ``SPEED_MARGIN``: which one wins depends on the architecture (int8 pays off for
-    transformers, not for small CNNs).
+    ``auto`` builds every runtime, keeps those within ``TOLERANCE`` that agree with eager on every
+    check signal's label, and picks the fastest of them on those same signals if it beats eager by
+    ``SPEED_MARGIN``: which one wins depends on the architecture and the CPU (int8 pays off for
+    transformers, not for small CNNs; OpenVINO's bf16 needs a CPU with bf16 instructions).
     """
     if runtime == "eager":
         return None, "eager", {}
     eager = _eager_logits(model)
     report: dict[str, Any] = {"eager": {"seconds": _seconds(eager, check_inputs)}}
     runners: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor] | None] = {"eager": None}
-    for name in ("onnx-int8", "onnx") if runtime == "auto" else (runtime,):
+    for name in ("openvino", "onnx-int8", "onnx") if runtime == "auto" else (runtime,):
         try:
             runner = build_onnx(model, check_inputs, checkpoint, name)
             report[name] = {**agreement(eager, runner, check_inputs), "seconds": _seconds(runner, check_inputs)}

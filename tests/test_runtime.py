@@ -1,4 +1,4 @@
-"""ONNX Runtime paths of the Predictor: same predictions as eager PyTorch, exported once."""
+"""ONNX Runtime and OpenVINO paths of the Predictor: same predictions as eager PyTorch, exported once."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def model_dir(tmp_path_factory):
     return save_tiny_wav2vec2(tmp_path_factory.mktemp("model"), seed=3)
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "onnx-int8"])
-def test_onnx_runtimes_match_eager_within_tolerance(model_dir, runtime):
+@pytest.mark.parametrize("runtime", ["onnx", "onnx-int8", "openvino"])
+def test_fast_runtimes_match_eager_within_tolerance(model_dir, runtime):
     eager = Predictor.from_pretrained(model_dir, runtime="eager")
     fast = Predictor.from_pretrained(model_dir, runtime=runtime)
     assert fast.runtime == runtime and eager.runtime == "eager"
@@ -30,7 +30,7 @@ def test_onnx_runtimes_match_eager_within_tolerance(model_dir, runtime):
 def test_auto_picks_a_checked_runtime_and_reuses_the_export(model_dir):
     first = Predictor.from_pretrained(model_dir)
     report = first.runtime_check
-    assert set(report) == {"eager", "onnx", "onnx-int8"}
+    assert set(report) == {"eager", "onnx", "onnx-int8", "openvino"}
     passing = [name for name, check in report.items() if name == "eager" or (
         check["max_prob_diff"] <= TOLERANCE and check["label_agreement"] == 1.0)]
     fastest = min(passing, key=lambda name: report[name]["seconds"])
