@@ -91,15 +91,17 @@ class OpenVinoClassifier:
 
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(path.parent / "openvino-cache")})
-        self.compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        model = core.read_model(str(path))
+        # The export's input names; a compiled input can gain internal names, so inputs go by position.
+        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         self._requests = threading.local()  # an infer request serves one call at a time
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self.compiled.create_infer_request()
-        result = request.infer({name: inputs[name].numpy() for name in self.input_names})
+        result = request.infer([inputs[name].numpy() for name in self.input_names])
         return torch.from_numpy(np.array(result[self.compiled.output(0)], dtype=np.float32))
 
 
