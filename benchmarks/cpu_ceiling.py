@@ -27,8 +27,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -67,7 +67,6 @@ def torch_gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, repeats: int) ->
 
 def ort_int8_gemm_rate(m: int, k: int, n: int, repeats: int) -> float:
     """GMAC/s of ONNX Runtime's ``MatMulInteger`` (uint8 activations x int8 weights)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -154,10 +153,12 @@ def render(results: dict) -> str:
     lines = [
         "# What lower precision can buy on this CPU",
         "",
-        f"{results['machine']}. {results['model']}, {results['clip_seconds']:g} s clip: "
-        f"{results['model_gmacs']:.1f} GMAC per forward pass; eager fp32 takes {results['eager_fp32_ms']:.0f} ms "
-        f"= {results['eager_fp32_gmacs_per_s']:.0f} GMAC/s, {results['eager_share_of_best_fp32']:.0%} of the best "
-        "fp32 matrix-multiply rate below.",
+        (
+            f"{results['machine']}. {results['model']}, {results['clip_seconds']:g} s clip: "
+            f"{results['model_gmacs']:.1f} GMAC per forward pass; eager fp32 takes {results['eager_fp32_ms']:.0f} ms "
+            f"= {results['eager_fp32_gmacs_per_s']:.0f} GMAC/s, {results['eager_share_of_best_fp32']:.0%} of the best "
+            "fp32 matrix-multiply rate below."
+        ),
         "",
         "| matrix product (M x K x N) | fp32 GMAC/s | bf16 GMAC/s | int8 GMAC/s (ORT MatMulInteger) |",
         "|---|---:|---:|---:|",
@@ -167,8 +168,10 @@ def render(results: dict) -> str:
     ceiling = results["ceiling_speedup"]
     lines += [
         "",
-        f"Ceiling over eager fp32 if every MAC ran at the best rate measured: bf16 {ceiling['bf16']:.1f}x, "
-        f"int8 {ceiling['int8']:.1f}x (no quantize/dequantize, no non-GEMM work, no memory stalls counted).",
+        (
+            f"Ceiling over eager fp32 if every MAC ran at the best rate measured: bf16 {ceiling['bf16']:.1f}x, "
+            f"int8 {ceiling['int8']:.1f}x (no quantize/dequantize, no non-GEMM work, no memory stalls counted)."
+        ),
         "",
     ]
     return "\n".join(lines)

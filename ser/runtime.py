@@ -110,7 +110,7 @@ def build_onnx(
     examples: list[dict[str, torch.Tensor]],
     checkpoint: Path | None,
     runtime: str,
-) -> OnnxClassifier:
+) -> OnnxClassifier | OpenVinoClassifier:
     """Export (once, cached) and load the ONNX model for ``runtime`` ("onnx", "onnx-int8", "openvino").
 
     ``examples`` are model inputs for clips of different lengths: the axes whose sizes differ

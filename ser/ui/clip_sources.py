@@ -69,7 +69,9 @@ def _folder_clips(folder: Path) -> Iterator[SourceClip]:
 
 def _csv_clips(table: Path) -> Iterator[SourceClip]:
     """The table layout of ``ser.corpora``, with the label column optional."""
-    from ser.corpora import read_clip_table  # datasets loads only when a table is queued
+    from ser.corpora import (
+        read_clip_table,  # datasets loads only when a table is queued
+    )
 
     rows = list(read_clip_table(table, label_required=False))  # a bad header fails before any clip queues
     for path, label, speaker in rows:
