@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,7 @@ class AudioCollator:
     feature_extractor: Any
     input_names: frozenset[str]
 
-    @property
+    @cached_property  # asked once per batch; the extractor never changes
     def features_on_gpu(self) -> bool:
         """Extractors that take ``device`` (Whisper's, the light models') compute spectrograms there."""
         return "device" in inspect.signature(self.feature_extractor.__call__).parameters
