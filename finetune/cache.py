@@ -81,14 +81,18 @@ def cached_hidden_states(
     Columns: ``clip_hash``, ``layer_means`` (layers, width) float32 and, with ``with_frames``,
     ``frames`` (frames, layers, width) float16. ``copy`` > 0 with ``augment`` gives the
     ``copy``-th augmented version of every clip, reproducible from ``seed`` and the clip's hash.
+
+    A clip is encoded once whatever dataset it comes in: a corpus, a mix of corpora, a subset
+    after a label map. Clips cached under another clip list are reused; only the others are
+    encoded, and stored as an entry of their own.
     """
     if copy and augment is None:
         raise ValueError("augmented copies need an augment function")
     hashes = [clip_hash(row) for row in dataset.select_columns(["audio", "path"])]
     kind = "frames" if with_frames else "means"
     suffix = f"copy{copy}-seed{seed}" if copy else "copy0"
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / backbone_key(probe) / clips_key(hashes) / f"{suffix}-{kind}"
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / backbone_key(probe)
+    target = root / clips_key(hashes) / f"{suffix}-{kind}"
     if (target / "dataset_info.json").is_file():
         return load_from_disk(str(target))
     if not with_frames:  # a frames cache holds the means too
@@ -96,6 +100,60 @@ def cached_hidden_states(
         if (richer / "dataset_info.json").is_file():
             return load_from_disk(str(richer)).remove_columns("frames")
 
+    known = _cached_rows(root, suffix, with_frames)
+    missing = [i for i, h in enumerate(hashes) if h not in known]
+    if missing:
+        new = _extract(dataset.select(missing), [hashes[i] for i in missing], probe, with_frames, copy, augment, seed)
+        entry = root / clips_key([hashes[i] for i in missing]) / f"{suffix}-{kind}"
+        _save(new, entry, [hashes[i] for i in missing], probe)
+        if len(missing) == len(hashes):
+            return load_from_disk(str(entry))
+        known.update(_rows_of(load_from_disk(str(entry))))
+    return _assemble([known[h] for h in hashes], with_frames)
+
+
+def _cached_rows(root: Path, suffix: str, with_frames: bool) -> dict[str, tuple[Dataset, int]]:
+    """clip hash -> (cached dataset, row) over every entry of this backbone and copy."""
+    kinds = ("frames",) if with_frames else ("frames", "means")
+    rows: dict[str, tuple[Dataset, int]] = {}
+    for kind in kinds:
+        for entry in sorted(root.glob(f"*/{suffix}-{kind}")):
+            if (entry / "dataset_info.json").is_file():
+                for clip, where in _rows_of(load_from_disk(str(entry))).items():
+                    rows.setdefault(clip, where)
+    return rows
+
+
+def _rows_of(cached: Dataset) -> dict[str, tuple[Dataset, int]]:
+    return {clip: (cached, row) for row, clip in enumerate(cached["clip_hash"])}
+
+
+def _assemble(rows: list[tuple[Dataset, int]], with_frames: bool) -> Dataset:
+    """One dataset of the given (dataset, row) pairs, in order, without copying the arrays twice."""
+    from datasets import concatenate_datasets
+
+    columns = ["clip_hash", "layer_means", *(["frames"] if with_frames else [])]
+    sources: dict[int, tuple[Dataset, list[int]]] = {}
+    for cached, row in rows:
+        sources.setdefault(id(cached), (cached, []))[1].append(row)
+    parts, offsets, start = [], {}, 0
+    for key, (cached, wanted) in sources.items():
+        parts.append(cached.select_columns(columns).select(wanted))
+        offsets[key] = {row: start + i for i, row in enumerate(wanted)}
+        start += len(wanted)
+    combined = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    return combined.select([offsets[id(cached)][row] for cached, row in rows])
+
+
+def _extract(
+    dataset: Dataset,
+    hashes: list[str],
+    probe: ProbeForAudioClassification,
+    with_frames: bool,
+    copy: int,
+    augment: Augment | None,
+    seed: int,
+) -> Dataset:
     layers, width = probe.config.num_layers, probe.config.hidden_size
     features = {"clip_hash": Value("string"), "layer_means": Array2D((layers, width), "float32")}
     if with_frames:
@@ -112,14 +170,17 @@ def cached_hidden_states(
             out["frames"] = states.astype(np.float16)
         return out
 
-    extracted = dataset.select_columns(["audio", "path"]).map(
+    return dataset.select_columns(["audio", "path"]).map(
         extract,
         with_indices=True,
         remove_columns=["audio", "path"],
         features=Features(features),
-        desc=f"encoding {probe.config.backbone} ({suffix})",
+        desc=f"encoding {probe.config.backbone} ({'copy' + str(copy) if copy else 'copy0'})",
         load_from_cache_file=False,
     )
+
+
+def _save(extracted: Dataset, target: Path, hashes: list[str], probe: ProbeForAudioClassification) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     extracted.save_to_disk(str(partial))
@@ -128,4 +189,3 @@ def cached_hidden_states(
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
     (target.parent / "clips.json").write_text(json.dumps({"backbone": probe.config.backbone, "clips": hashes}))
-    return load_from_disk(str(target))

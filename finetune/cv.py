@@ -43,15 +43,17 @@ def method_module(method: str) -> ModuleType:
 
 
 def make_folds(dataset: Any, folds: str | int, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``"loso"``: one fold per speaker; an integer K: K speaker-disjoint folds."""
-    from finetune.data import loso_folds, speaker_kfold
+    """``"loso"``: one fold per speaker; ``"loco"``: one per corpus; an integer K: K speaker-disjoint folds."""
+    from finetune.data import loco_folds, loso_folds, speaker_kfold
 
     if str(folds).lower() == "loso":
         return loso_folds(dataset)
+    if str(folds).lower() == "loco":
+        return loco_folds(dataset)
     try:
         k = int(folds)
     except ValueError:
-        raise ValueError(f"--folds must be 'loso' or a number of folds, not {folds!r}") from None
+        raise ValueError(f"--folds must be 'loso', 'loco' or a number of folds, not {folds!r}") from None
     if k < 2:
         raise ValueError(f"need at least 2 folds, got {k}")
     return speaker_kfold(dataset, k, seed=seed)
@@ -163,9 +165,10 @@ def method_options(method: str, method_args: Sequence[str], forwarded: dict[str,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuple(METHODS), required=True, help="training method to cross-validate")
-    parser.add_argument("--folds", default="loso", help="'loso' (leave one speaker out) or a number K of speaker folds")
-    parser.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (e.g. emodb)")
-    parser.add_argument("--root", required=True, help="folder holding the corpus")
+    parser.add_argument("--folds", default="loso",
+                        help="'loso' (leave one speaker out), 'loco' (leave one corpus out) or a number K of speaker folds")
+    parser.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (e.g. emodb), or several: emodb,nemo")
+    parser.add_argument("--root", required=True, help="folder holding the corpus (several: one per corpus, comma-separated)")
     parser.add_argument("--label-map", default=None, help='merge/drop classes, e.g. "four-class"')
     parser.add_argument("--out", required=True, help="folder for cv.json, cv.md and the pooled report")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (K-fold)")
@@ -176,7 +179,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Cross-validate and write ``cv.json`` (everything), ``cv.md`` (tables) and the pooled report."""
-    from ser.corpora import load_corpus
+    from ser.corpora import load_corpora
     from ser.metrics import write_report
 
     out = Path(args.out)
@@ -186,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     options = method_options(
         args.method, method_args, {"corpus": args.corpus, "root": args.root, "out": str(out / "fold-model")}
     )
-    dataset = load_corpus(args.corpus, args.root, label_map=args.label_map)
+    dataset = load_corpora(args.corpus, args.root, label_map=args.label_map)
     folds = make_folds(dataset, args.folds, seed=args.seed)[: args.max_folds]
     result = cross_validate(dataset, args.method, folds, options)
     result.update(corpus=args.corpus, fold_scheme=str(args.folds), method_args=method_args)

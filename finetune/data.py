@@ -50,6 +50,20 @@ def loso_folds(dataset: Dataset | Mapping[str, Sequence[Any]]) -> list[Fold]:
     return [(train, test) for train, test in LeaveOneGroupOut().split(indices, groups=groups)]
 
 
+def loco_folds(dataset: Dataset | Mapping[str, Sequence[Any]]) -> list[Fold]:
+    """Leave-one-corpus-out: train on every other corpus, test on one, in sorted corpus order.
+
+    The test that matters for a model meant for voices, languages and recording set-ups it has
+    never heard: no speaker, sentence or microphone of the test corpus is seen in training.
+    """
+    corpora = _column(dataset, "corpus")
+    if corpora is None or len(set(corpora)) < 2:
+        raise ValueError("leave-one-corpus-out needs a dataset of at least two corpora (a 'corpus' column)")
+    groups = np.asarray(corpora)
+    indices = np.arange(len(groups))
+    return [(train, test) for train, test in LeaveOneGroupOut().split(indices, groups=groups)]
+
+
 def speaker_kfold(dataset: Dataset | Mapping[str, Sequence[Any]], k: int = 5, seed: int = 0) -> list[Fold]:
     """``k`` speaker-disjoint folds, class-balanced as far as whole speakers allow.
 

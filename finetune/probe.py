@@ -27,17 +27,20 @@ from tqdm.auto import tqdm
 
 from finetune.cache import cached_hidden_states
 from finetune.data import check_speaker_disjoint, loso_folds, speaker_groups, train_val_test_split
-from ser.backbones import OFFLINE_WHISPER
+from ser.adaptation import standardise_groups, within_speaker_std
+from ser.backbones import DEFAULT_BACKBONE
 from ser.corpora import label_names
 from ser.metrics import compute_metrics
-from ser.probe import ProbeConfig, ProbeForAudioClassification, ProbeHead
+from ser.probe import ProbeConfig, ProbeForAudioClassification, ProbeHead, SpeakerAdaptedHead
+
+BALANCES = ("class", "corpus")
 
 
 @dataclass
 class ProbeOptions:
     """The recipe of a probe; ``finetune/cv.py`` may pass a dict or an argparse Namespace instead."""
 
-    backbone: str = OFFLINE_WHISPER
+    backbone: str = DEFAULT_BACKBONE
     # Defaults: the best recipe measured on EmoDB LOSO (benchmarks/results/probe_emodb.md).
     pooling: str = "mean"
     layer_mix: str = "concat"
@@ -54,6 +57,10 @@ class ProbeOptions:
     refit: bool = True
     optimizer: str = "lbfgs"  # full batch to convergence with L2 ``l2``; "adamw": minibatches + early stopping
     l2: float = 1e-3
+    # "class": every class weighs the same; "corpus": every (corpus, class) pair weighs the same, so
+    # the largest corpus does not decide what each emotion sounds like.
+    balance: str = "class"
+    adapt: bool = False  # also train the speaker-adapted head (``ser.adaptation``)
     cache_dir: str | None = None
 
 
@@ -151,7 +158,10 @@ prepare = load_features  # what finetune/cv.py calls before timing its folds
 
 def probe_config(base: ProbeConfig, labels: Sequence[str], options: ProbeOptions) -> ProbeConfig:
     """The config of a new probe: the encoder's shape from ``base``, the head from ``options``."""
+    if options.adapt and options.pooling != "mean":
+        raise ValueError("speaker adaptation standardises per-layer means: it needs --pooling mean")
     return ProbeConfig(
+        speaker_adaptation=options.adapt,
         backbone=base.backbone,
         backbone_type=base.backbone_type,
         backbone_embedded=base.backbone_embedded,
@@ -273,22 +283,45 @@ def train_head(
     return head.eval(), log
 
 
+def row_weights(dataset: Dataset, features: CachedFeatures, rows: np.ndarray, balance: str) -> torch.Tensor:
+    """Per-row loss weights (mean 1) that give every class, or every (corpus, class) pair, equal weight."""
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
+    clips = features.clip[rows]
+    cells = np.asarray(dataset["label"])[clips].astype(str)
+    if balance == "corpus":
+        cells = np.char.add(np.asarray(dataset["corpus"])[clips].astype(str), np.char.add("/", cells))
+    _, cell, counts = np.unique(cells, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[cell]
+    return torch.as_tensor(weights * len(weights) / weights.sum(), dtype=torch.float32)
+
+
 def train_head_lbfgs(
-    config: ProbeConfig, features: CachedFeatures, labels: np.ndarray, train_rows: np.ndarray, options: ProbeOptions
+    config: ProbeConfig,
+    features: CachedFeatures,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    options: ProbeOptions,
+    weights: torch.Tensor | None = None,
 ) -> tuple[ProbeHead, dict[str, Any]]:
     """Fit the head to convergence by full-batch L-BFGS with an L2 penalty on its weights.
 
     For a linear head on mean-pooled layers this is class-balanced logistic regression (L2 of
     ``1 / (2 C N)`` matches scikit-learn's ``C``): convex, so no validation speakers and no epoch
-    count are needed, and every training speaker is used.
+    count are needed, and every training speaker is used. ``weights`` (one per row) replace the
+    class weights, e.g. to balance corpora too (``row_weights``).
     """
     torch.manual_seed(options.seed)
     head = ProbeHead(config)
     _standardise(head, features, train_rows)
     head.eval()  # no dropout: L-BFGS needs a deterministic objective
     y = torch.as_tensor(labels[features.clip[train_rows]], dtype=torch.long)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(y, config.num_labels))
-    weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
+    if weights is None:
+        loss_fn = torch.nn.CrossEntropyLoss(weight=_class_weights(y, config.num_labels))
+    else:
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return (torch.nn.functional.cross_entropy(logits, target, reduction="none") * weights).mean()
+    penalised = [p for name, p in head.named_parameters() if name.endswith("weight")]
     optimizer = torch.optim.LBFGS(
         list(head.parameters()), lr=1, max_iter=options.epochs, history_size=20, line_search_fn="strong_wolfe"
     )
@@ -296,7 +329,7 @@ def train_head_lbfgs(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = loss_fn(_logits(head, features, train_rows), y) + options.l2 * sum((w**2).sum() for w in weights)
+        loss = loss_fn(_logits(head, features, train_rows), y) + options.l2 * sum((w**2).sum() for w in penalised)
         loss.backward()
         losses.append(loss.item())
         return loss
@@ -324,7 +357,9 @@ def fit_head(
     labels = np.asarray(dataset["label"])
     config = probe_config(encoder_probe(options.backbone).config, label_names(dataset), options)
     if options.optimizer == "lbfgs":
-        head, log = train_head_lbfgs(config, features, labels, features.rows(train_idx, with_copies=True), options)
+        rows = features.rows(train_idx, with_copies=True)
+        weights = None if options.balance == "class" else row_weights(dataset, features, rows, options.balance)
+        head, log = train_head_lbfgs(config, features, labels, rows, options, weights)
         return head, config, log
     fit_idx, val_idx = _validation_split(dataset, train_idx, options)
     head, log = train_head(
@@ -344,23 +379,59 @@ def fit_head(
     return head, config, log
 
 
+def speaker_standardised(dataset: Dataset, features: CachedFeatures, train_rows: np.ndarray) -> tuple[CachedFeatures, np.ndarray]:
+    """Every row standardised by its own speaker's statistics (``ser.adaptation``), and the prior
+    spread taken from the training speakers. No labels are used, so test speakers may be included."""
+    if features.frames is not None:
+        raise ValueError("speaker adaptation works on per-layer means (mean pooling)")
+    groups = speaker_groups(dataset)[features.clip]
+    means = features.means.numpy()
+    prior = within_speaker_std(means[train_rows], groups[train_rows])
+    adapted = torch.from_numpy(standardise_groups(means, groups, prior))
+    return CachedFeatures(means=adapted, frames=None, clip=features.clip, copy=features.copy), prior
+
+
+def fit_speaker_head(
+    dataset: Dataset, train_idx: Sequence[int], features: CachedFeatures, options: ProbeOptions
+) -> tuple[SpeakerAdaptedHead, CachedFeatures]:
+    """The speaker-adapted head, trained like the plain one on speaker-standardised features."""
+    rows = features.rows(np.asarray(train_idx, dtype=int), with_copies=True)
+    adapted, prior = speaker_standardised(dataset, features, rows)
+    head, config, _ = fit_head(dataset, train_idx, adapted, options)
+    module = SpeakerAdaptedHead(config)
+    module.head.load_state_dict(head.state_dict())
+    module.prior_std.copy_(torch.from_numpy(prior))
+    return module.eval(), adapted
+
+
 def run_fold(
     dataset: Dataset, train_idx: Sequence[int], test_idx: Sequence[int], options: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train on ``train_idx``, predict ``test_idx``: (y_true, y_pred) as class indices; reuses the cache."""
+    """Train on ``train_idx``, predict ``test_idx``: (y_true, y_pred) as class indices; reuses the cache.
+
+    With ``adapt``, the test clips are predicted by the speaker-adapted head, each test speaker
+    standardised by the statistics of all their clips (no labels).
+    """
     options = options_from(options)
     features = load_features(dataset, options)
-    head, _, _ = fit_head(dataset, train_idx, features, options)
     test_idx = np.asarray(test_idx, dtype=int)
     y_true = np.asarray(dataset["label"])[test_idx]
+    if options.adapt:
+        module, adapted = fit_speaker_head(dataset, train_idx, features, options)
+        return y_true, predict_rows(module.head, adapted, adapted.rows(test_idx, with_copies=False))
+    head, _, _ = fit_head(dataset, train_idx, features, options)
     return y_true, predict_rows(head, features, features.rows(test_idx, with_copies=False))
 
 
-def build_probe(head: ProbeHead, config: ProbeConfig, backbone: str) -> ProbeForAudioClassification:
-    """A complete, saveable probe: the trained head on the shared frozen encoder."""
+def build_probe(
+    head: ProbeHead, config: ProbeConfig, backbone: str, speaker_head: SpeakerAdaptedHead | None = None
+) -> ProbeForAudioClassification:
+    """A complete, saveable probe: the trained head(s) on the shared frozen encoder."""
     encoder = encoder_probe(backbone)
     model = ProbeForAudioClassification(config, encoder=encoder.encoder, feature_extractor=encoder.feature_extractor)
     model.head.load_state_dict(head.state_dict())
+    if speaker_head is not None:
+        model.speaker_head.load_state_dict(speaker_head.state_dict())
     return model.eval()
 
 
@@ -370,7 +441,8 @@ def train_probe(dataset: Dataset, train_idx: Sequence[int] | None = None, option
     features = load_features(dataset, options)
     indices = np.arange(len(dataset)) if train_idx is None else np.asarray(train_idx, dtype=int)
     head, config, log = fit_head(dataset, indices, features, options)
-    return build_probe(head, config, options.backbone), log
+    speaker_head = fit_speaker_head(dataset, indices, features, options)[0] if options.adapt else None
+    return build_probe(head, config, options.backbone, speaker_head), log
 
 
 def cross_validate(dataset: Dataset, options: Any = None, folds: list | None = None) -> dict[str, Any]:
@@ -405,9 +477,13 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ProbeOptions()
-    parser.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (e.g. emodb)")
-    parser.add_argument("--root", required=True, help="folder holding the corpus")
-    parser.add_argument("--model", default=defaults.backbone, help="backbone: hub id, local dir or whisper-tiny.en-offline")
+    parser.add_argument("--corpus", required=True,
+                        help="corpus name known to ser.corpora (e.g. emodb), or several: emodb,nemo,emovo")
+    parser.add_argument("--root", required=True, help="folder holding the corpus (several: one per corpus, comma-separated)")
+    parser.add_argument("--label-map", default=None,
+                        help='merge/drop classes, e.g. "four-class" (several corpora: "harmonised" by default)')
+    parser.add_argument("--model", default=defaults.backbone,
+                        help="backbone: hub id, local dir or an offline name (whisper-base-offline, whisper-tiny.en-offline)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--pooling", choices=("mean", "attentive"), default=defaults.pooling)
     parser.add_argument("--layer-mix", choices=("weighted", "concat"), default=defaults.layer_mix)
@@ -421,6 +497,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=("adamw", "lbfgs"), default=defaults.optimizer,
                         help="lbfgs: full batch to convergence, no early stopping (for linear heads)")
     parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on head weights (--optimizer lbfgs)")
+    parser.add_argument("--balance", choices=BALANCES, default=defaults.balance,
+                        help="class: classes weigh the same; corpus: each (corpus, class) pair weighs the same")
+    parser.add_argument("--adapt", action="store_true",
+                        help="also train the speaker-adapted head (used when several clips of a voice are known)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--augment", type=int, default=0, help="augmented copies per training clip (cached)")
     parser.add_argument("--cache-dir", default=None, help="hidden-state cache (default $SER_CACHE_DIR/features)")
@@ -436,12 +516,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate speaker-independently, train the final probe, write checkpoint + metrics + card."""
     from finetune.probe_card import write_model_card
-    from ser.corpora import load_corpus
+    from ser.corpora import load_corpora
     from ser.metrics import write_report
 
     options = options_from(args)
     out = Path(args.out)
-    dataset = load_corpus(args.corpus, args.root)
+    dataset = load_corpora(args.corpus, args.root, label_map=getattr(args, "label_map", None))
     names = label_names(dataset)
     started = time.perf_counter()
     load_features(dataset, options)
@@ -460,7 +540,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model, log = train_probe(dataset, train_idx, options)
     train_seconds = time.perf_counter() - started
-    model.config.ser_model_version = f"probe-{args.corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model.config.ser_model_version = f"probe-{args.corpus.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}"
     model.save_pretrained(out)
     summary = {
         "model_version": model.config.ser_model_version,

@@ -29,17 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from ser.backbones import OFFLINE_WHISPER
+from ser.backbones import DEFAULT_BACKBONE, is_encoder_model_type
 from ser.labels import EMOTIONS
 
 EXIT_WRITTEN, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
 STORE_CORPUS = "store"  # the ``corpus`` value of rows that come from the annotation store alone
 STAGES = 7
 _VERSION_RE = re.compile(r"^v(\d+)-")
-# Checkpoints whose own encoder a probe can reuse when one of them is the serving model.
-ENCODER_MODEL_TYPES = frozenset(
-    {"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "whisper"}
-)
 
 
 class RetrainInputError(ValueError):
@@ -195,22 +191,22 @@ def _bucket(group: str, seed: int) -> float:
 
 def default_backbone(model_dir: str | Path | None) -> str:
     """The encoder to probe: the serving model's own (a probe's backbone, or a fine-tuned encoder
-    checkpoint itself), else the offline Whisper."""
+    checkpoint itself), else the default offline encoder."""
     from ser.probe import BACKBONE_SUBDIR, ProbeConfig
 
     config_path = Path(model_dir) / "config.json" if model_dir else None
     if config_path is None or not config_path.is_file():
-        return OFFLINE_WHISPER
+        return DEFAULT_BACKBONE
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("model_type") == ProbeConfig.model_type:
-        backbone = str(config.get("backbone") or OFFLINE_WHISPER)
+        backbone = str(config.get("backbone") or DEFAULT_BACKBONE)
         embedded = Path(model_dir) / BACKBONE_SUBDIR
         if config.get("backbone_embedded") and not Path(backbone).is_dir() and embedded.is_dir():
             return str(embedded)  # the original encoder folder is gone (or was a hub id): use the copy
         return backbone
-    if config.get("model_type") in ENCODER_MODEL_TYPES:
+    if is_encoder_model_type(str(config.get("model_type"))):
         return str(model_dir)
-    return OFFLINE_WHISPER
+    return DEFAULT_BACKBONE
 
 
 def serving_model(store: Any, base: str | None) -> dict[str, Any] | None:
@@ -312,7 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default=None, help="base corpus known to ser.corpora (e.g. emodb); needs --root")
     parser.add_argument("--root", default=None, help="folder (or CSV) of the base corpus")
     parser.add_argument("--model", default=None, help="backbone to probe (default: the serving model's, else "
-                        f"{OFFLINE_WHISPER})")
+                        f"{DEFAULT_BACKBONE})")
     parser.add_argument("--base", default=None,
                         help="model directory to compare with (default: the store's active model)")
     parser.add_argument("--method", choices=("probe",), default="probe", help="training recipe (frozen-encoder probe)")

@@ -36,7 +36,6 @@ from transformers import (
     PrinterCallback,
     Trainer,
     TrainingArguments,
-    WhisperFeatureExtractor,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
@@ -44,7 +43,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import ser.light_models  # noqa: F401  (registers the light models with the Auto classes)
 from finetune.augment import RandomAugment
 from ser.audio import SAMPLE_RATE
-from ser.backbones import resolve_backbone
+from ser.backbones import family, resolve_backbone
 from ser.light_models import FEATURE_TYPES, LIGHT_MODELS, create_light_model
 
 logger = logging.getLogger(__name__)
@@ -208,6 +207,7 @@ class AudioCollator:
 
     feature_extractor: Any
     input_names: frozenset[str]
+    padding: str = "longest"  # the model family's rule (``ser.backbones.family``): Whisper's classifier needs 30 s
 
     @cached_property  # asked once per batch; the extractor never changes
     def features_on_gpu(self) -> bool:
@@ -215,9 +215,7 @@ class AudioCollator:
         return "device" in inspect.signature(self.feature_extractor.__call__).parameters
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        # Whisper encoders accept exactly 30 s of log-mel frames, so they pad to the maximum length.
-        padding = "max_length" if isinstance(self.feature_extractor, WhisperFeatureExtractor) else "longest"
-        options: dict[str, Any] = {"padding": padding}
+        options: dict[str, Any] = {"padding": self.padding}
         if self.features_on_gpu and torch.cuda.is_available() and get_worker_info() is None:
             options["device"] = "cuda"  # spectrograms on the CPU would keep the GPU waiting
         batch = self.feature_extractor(
@@ -402,7 +400,11 @@ def fit(
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set if has_val else None,
-        data_collator=AudioCollator(feature_extractor, frozenset(inspect.signature(model.forward).parameters)),
+        data_collator=AudioCollator(
+            feature_extractor,
+            frozenset(inspect.signature(model.forward).parameters),
+            family(model.config.model_type).classifier_padding,
+        ),
         processing_class=feature_extractor,
         compute_metrics=_trainer_metrics(labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)] if has_val else [],

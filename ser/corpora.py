@@ -35,15 +35,21 @@ from ser import labels as taxonomy
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".mp3"})
-CORPORA: tuple[str, ...] = ("emodb", "ravdess", "crema-d", "tess", "folder", "csv", "hub")
 UNKNOWN_SPEAKER = "unknown"
 
-# Cross-corpus 4-class set (IEMOCAP style). RAVDESS's "calm" is read as neutral, as is usual when
-# RAVDESS meets 4-class corpora; every other emotion is dropped.
+# Cross-corpus 4-class set (IEMOCAP style). RAVDESS's and TurEV-DB's "calm" is read as neutral, as is
+# usual when those corpora meet 4-class corpora; every other emotion is dropped.
 FOUR_CLASS_MAP: dict[str, str | None] = {
     name: (name if name in taxonomy.FOUR_CLASS else None) for name in taxonomy.EMOTIONS
 } | {"calm": "neutral"}
-LABEL_MAPS: dict[str, dict[str, str | None]] = {"four-class": FOUR_CLASS_MAP}
+# The label set for training on several corpora at once: the emotions most corpora share. "calm"
+# (RAVDESS, TurEV-DB: a relaxed neutral read) becomes neutral; EmoDB's "boredom" has no counterpart in
+# any other corpus, so it is dropped rather than guessed onto a neighbour.
+HARMONISED_MAP: dict[str, str | None] = {name: name for name in taxonomy.EMOTIONS} | {
+    "calm": "neutral",
+    "boredom": None,
+}
+LABEL_MAPS: dict[str, dict[str, str | None]] = {"four-class": FOUR_CLASS_MAP, "harmonised": HARMONISED_MAP}
 
 LabelMap = Mapping[str, "str | None"] | Sequence[str] | str
 
@@ -108,7 +114,7 @@ class _Entry:
 
 
 def load_corpus(name: str, root: Any, *, label_map: LabelMap | None = None, **options: Any) -> Dataset:
-    """Load corpus ``name`` ("emodb", "ravdess", "crema-d", "tess", "folder", "csv", "hub") from ``root``.
+    """Load corpus ``name`` (one of :data:`CORPORA`, e.g. "emodb", "nemo", "csv", "hub") from ``root``.
 
     ``label_map`` merges or drops classes: a mapping ``{label: new label or None}`` (labels it does
     not name are kept), a sequence of labels to keep (the rest are dropped), or a name from
@@ -121,6 +127,28 @@ def load_corpus(name: str, root: Any, *, label_map: LabelMap | None = None, **op
     return dataset
 
 
+def load_corpora(
+    names: str | Sequence[str], roots: Any, *, label_map: LabelMap | None = None, **options: Any
+) -> Dataset:
+    """One dataset from one or several corpora: ``names`` "emodb,nemo" with one root per name.
+
+    With several corpora the labels default to the ``"harmonised"`` map (calm -> neutral, boredom
+    dropped), so every corpus names each emotion the same way; speakers are told apart by corpus
+    (``finetune.data.speaker_groups``).
+    """
+    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    roots = [r.strip() for r in roots.split(",")] if isinstance(roots, str) else list(roots)
+    if len(names) != len(roots):
+        raise CorpusError(f"{len(names)} corpora ({', '.join(names)}) need as many roots, got {len(roots)}")
+    if len(names) == 1:
+        return load_corpus(names[0], roots[0], label_map=label_map, **options)
+    if len(set(names)) != len(names):
+        raise CorpusError(f"a corpus is named twice in {', '.join(names)}")
+    label_map = "harmonised" if label_map is None else label_map
+    parts = [load_corpus(name, root, label_map=label_map, **options) for name, root in zip(names, roots)]
+    return concatenate_corpora(parts)
+
+
 def read_corpus(
     name: str, root: Any, *, label_map: LabelMap | None = None, **options: Any
 ) -> tuple[Dataset, CorpusReport]:
@@ -130,15 +158,12 @@ def read_corpus(
     ``path_column``, ``label_column``, ``speaker_column``, ``speaker_pattern``; hub ``split``,
     ``audio_column``, ``label_column``, ``speaker_column``, ``corpus_name`` and ``load_kwargs``.
     """
-    key = name.strip().lower().replace("_", "-")
-    if key not in _ADAPTERS:
-        raise CorpusError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
-    corpus_name = options.pop("corpus_name", None) or (_hub_name(root) if key == "hub" else key)
+    spec = corpus_spec(name)
+    corpus_name = options.pop("corpus_name", None) or (_hub_name(root) if spec.name == "hub" else spec.name)
     report = CorpusReport(corpus=corpus_name, root=str(root))
-    adapter, to_canonical = _ADAPTERS[key]
-    entries = list(adapter(root, report, **options))
+    entries = list(spec.adapter(root, report, **options))
     mapper = _label_mapper(label_map)
-    rows = _resolve(entries, to_canonical, mapper, report)
+    rows = _resolve(entries, spec.to_canonical, mapper, report)
     if not rows:
         raise CorpusError(f"no usable clip in {corpus_name} at {root}. {report.summary()}")
     report.loaded = len(rows)
@@ -239,6 +264,45 @@ def _tess(root: Any, report: CorpusReport) -> Iterator[_Entry]:
             report.unparsed.append(str(path))
             continue
         yield _Entry(str(path), match.group(3).lower(), match.group(1).upper())
+
+
+def _nemo(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``{speaker}_{emotion}_{n}.wav`` (``EB0_anger_1.wav``), in ``samples/`` or the root itself."""
+    folder = Path(root) / "samples" if (Path(root) / "samples").is_dir() else Path(root)
+    pattern = re.compile(r"^([A-Z]+\d+)_([a-z]+)_(\d+)$")
+    for path in _audio_files(folder, report):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        yield _Entry(str(path), match.group(2), match.group(1))
+
+
+def _emovo(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``{emotion}-{speaker}-{sentence}.wav`` (``rab-f1-b2.wav``), in speaker folders f1..m3."""
+    pattern = re.compile(r"^([a-z]{3})-([fm]\d)-([a-z]+\d*)$", re.IGNORECASE)
+    for path in _audio_files(Path(root), report):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        yield _Entry(str(path), match.group(1).lower(), match.group(2).lower())
+
+
+def _turev(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``{speaker}_{emotion}_{word}.wav`` (``1358_sk_beste.wav``), in folders Angry, Calm, Happy, Sad.
+
+    Only the corpus's original recordings (``Sound Source``) are read: its repository also holds
+    filtered copies of the same clips, which would count every clip twice.
+    """
+    folder = Path(root) / "Sound Source" if (Path(root) / "Sound Source").is_dir() else Path(root)
+    pattern = re.compile(r"^(\d+)_([a-z]{2})_(.+)$", re.IGNORECASE)
+    for path in _audio_files(folder, report):
+        match = pattern.match(path.stem)
+        if match is None:
+            report.unparsed.append(str(path))
+            continue
+        yield _Entry(str(path), match.group(2).lower(), match.group(1))
 
 
 DEFAULT_SPEAKER_PATTERN = r"^([A-Za-z0-9]+)[_-]"
@@ -382,17 +446,76 @@ def _hub_name(root: Any) -> str:
     return Path(str(root)).name if Path(str(root)).exists() else str(root)
 
 
-_ADAPTERS: dict[str, tuple[Callable[..., Iterable[_Entry]], Callable[[str], str]]] = {
-    "emodb": (_emodb, taxonomy.EMODB.__getitem__),
-    "ravdess": (_ravdess, taxonomy.RAVDESS.__getitem__),
-    "crema-d": (_crema_d, taxonomy.CREMA_D.__getitem__),
-    "cremad": (_crema_d, taxonomy.CREMA_D.__getitem__),
-    "tess": (_tess, taxonomy.canonical),
-    "folder": (_folder, taxonomy.canonical),
-    "csv": (_csv, taxonomy.canonical),
-    "tsv": (_csv, taxonomy.canonical),
-    "hub": (_hub, taxonomy.canonical),
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Everything the project knows about one corpus: adding a corpus is adding one of these.
+
+    ``to_canonical`` maps the corpus's own label codes onto ``ser.labels.EMOTIONS``; ``licence``
+    and ``source`` go into model cards and ``python -m finetune describe``; ``layout`` says what
+    ``--root`` must point at.
+    """
+
+    name: str
+    adapter: Callable[..., Iterable[_Entry]]
+    to_canonical: Callable[[str], str]
+    language: str = ""
+    licence: str = ""
+    source: str = ""
+    layout: str = ""
+    aliases: tuple[str, ...] = ()
+    # May a model trained on it ship in this repository (no-derivatives licences: evaluation only)?
+    shippable: bool = True
+
+
+CORPUS_SPECS: dict[str, CorpusSpec] = {
+    spec.name: spec
+    for spec in (
+        CorpusSpec(
+            "emodb", _emodb, taxonomy.EMODB.__getitem__, "German", "free for research use (TU Berlin)",
+            "http://emodb.bilderbar.info/download/", "the folder holding wav/ (or the wav files)",
+        ),
+        CorpusSpec(
+            "ravdess", _ravdess, taxonomy.RAVDESS.__getitem__, "English (North American)", "CC BY-NC-SA 4.0",
+            "https://zenodo.org/records/1188976", "the folder holding Actor_01 .. Actor_24",
+        ),
+        CorpusSpec(
+            "crema-d", _crema_d, taxonomy.CREMA_D.__getitem__, "English (US)", "Open Database License",
+            "https://github.com/CheyneyComputerScience/CREMA-D", "the AudioWAV folder", aliases=("cremad",),
+        ),
+        CorpusSpec(
+            "tess", _tess, taxonomy.canonical, "English (Canadian)", "CC BY-NC-ND 4.0",
+            "https://tspace.library.utoronto.ca/handle/1807/24487", "the folder of OAF_*/YAF_* folders",
+            shippable=False,
+        ),
+        CorpusSpec(
+            "nemo", _nemo, taxonomy.canonical, "Polish", "CC BY-NC-SA 4.0", "https://github.com/amu-cai/nEMO "
+            "(hub id amu-cai/nEMO)", "the repository folder holding samples/ (or the samples folder)",
+        ),
+        CorpusSpec(
+            "emovo", _emovo, taxonomy.EMOVO.__getitem__, "Italian", "research use (no licence file)",
+            "http://voice.fub.it/activities/corpora/emovo/", "the folder holding f1 f2 f3 m1 m2 m3",
+        ),
+        CorpusSpec(
+            "turev", _turev, taxonomy.TUREV.__getitem__, "Turkish", "CC BY-NC-ND 4.0",
+            "https://github.com/Xeonen/TurEV-DB", "the repository folder holding 'Sound Source' (or that folder)",
+            aliases=("turev-db",), shippable=False,
+        ),
+        CorpusSpec("folder", _folder, taxonomy.canonical, layout="root/<label>/**/<clip>"),
+        CorpusSpec("csv", _csv, taxonomy.canonical, layout="a CSV/TSV with path,label[,speaker]", aliases=("tsv",)),
+        CorpusSpec("hub", _hub, taxonomy.canonical, layout="a hub id, a datasets folder or a Dataset"),
+    )
 }
+CORPORA: tuple[str, ...] = tuple(CORPUS_SPECS)
+_ALIASES = {alias: spec.name for spec in CORPUS_SPECS.values() for alias in spec.aliases}
+
+
+def corpus_spec(name: str) -> CorpusSpec:
+    """The spec of corpus ``name`` (any case, ``_`` or ``-``, or an alias such as ``cremad``)."""
+    key = name.strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in CORPUS_SPECS:
+        raise CorpusError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+    return CORPUS_SPECS[key]
 
 
 # ---------------------------------------------------------------------------------------- helpers

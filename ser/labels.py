@@ -65,6 +65,25 @@ TESS: dict[str, str] = {
     "pleasant_surprised": "surprised",
 }
 
+# EMOVO (Italian): first field of ``rab-f1-b2.wav``.
+EMOVO: dict[str, str] = {
+    "neu": "neutral",
+    "gio": "happy",  # gioia
+    "tri": "sad",  # tristezza
+    "rab": "angry",  # rabbia
+    "pau": "fearful",  # paura
+    "dis": "disgust",  # disgusto
+    "sor": "surprised",  # sorpresa
+}
+
+# TurEV-DB (Turkish): second field of ``1358_sk_beste.wav``.
+TUREV: dict[str, str] = {
+    "kz": "angry",  # kizgin
+    "sk": "calm",  # sakin
+    "mt": "happy",  # mutlu
+    "hl": "sad",  # huzunlu
+}
+
 # Spellings people and other datasets use for the canonical names.
 SYNONYMS: dict[str, str] = {
     "neu": "neutral",

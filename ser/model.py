@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ser.adaptation import MIN_CONTEXT_CLIPS, SpeakerContext, SpeakerStats, speaker_stats, standardise
 from ser.audio import SAMPLE_RATE, load_audio, segments
+from ser.backbones import family
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 LONGEST_PASS_S = 30.0
@@ -67,9 +69,9 @@ class Predictor:
             id2label = model.config.id2label
             self.labels = [id2label[i] for i in range(len(id2label))]
             self._forward_keys = set(inspect.signature(model.forward).parameters)
-            # Features of the clip's own length, except for transformers' Whisper models, which
-            # insist on Whisper's 30 s window (the project's probe runs Whisper at the real length).
-            self._padding = "max_length" if model.config.model_type == "whisper" else "longest"
+            # Features of the clip's own length, except where the family's classifier insists on a
+            # fixed window (transformers' Whisper: 30 s; the project's probe runs Whisper at the real length).
+            self._padding = family(model.config.model_type).classifier_padding
         else:
             self.labels = list(model.labels)
 
@@ -114,19 +116,46 @@ class Predictor:
             self.model, check_inputs, checkpoint, choose_runtime(runtime)
         )
 
-    def predict(self, audio: Any) -> dict[str, float]:
+    @property
+    def adapts_to_speakers(self) -> bool:
+        """Does the model carry a speaker-adapted head (``ser.adaptation``)?"""
+        return getattr(self.model, "speaker_head", None) is not None
+
+    def predict(self, audio: Any, context: SpeakerContext | None = None) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
 
         A clip longer than ``LONGEST_PASS_S`` is the average of its windows of that length: Whisper
         encoders take at most 30 s, and minutes of speech are better read from ``timeline``.
+
+        ``context`` holds the same voice's earlier clips (a session): the clip joins it and, once it
+        holds ``MIN_CONTEXT_CLIPS``, is predicted relative to that voice. Models without a
+        speaker-adapted head ignore it.
         """
         waveform = load_audio(audio)
+        if context is not None and self.adapts_to_speakers:
+            pooled = self._pooled_features(waveform)
+            context.add(pooled)
+            stats = context.stats(self._prior_std()) if len(context) >= MIN_CONTEXT_CLIPS else None
+            return dict(zip(self.labels, self._head_probabilities(pooled, stats).tolist()))
         if len(waveform) <= LONGEST_PASS_S * SAMPLE_RATE:
             probs = self._probabilities(waveform)
         else:
             windows = segments(waveform, LONGEST_PASS_S, LONGEST_PASS_S)
             probs = np.mean([self._probabilities(window.samples) for window in windows], axis=0)
         return dict(zip(self.labels, probs.tolist()))
+
+    def predict_group(self, clips: list[Any]) -> list[dict[str, float]]:
+        """Clips of one voice (a speaker's folder, a call): each predicted relative to that voice.
+
+        Speaker statistics come from every clip of the group, so all of them are encoded before the
+        first is predicted. Fewer than ``MIN_CONTEXT_CLIPS`` clips, or a model without a
+        speaker-adapted head, give the same answers as ``predict``.
+        """
+        if not self.adapts_to_speakers or len(clips) < MIN_CONTEXT_CLIPS:
+            return [self.predict(clip) for clip in clips]
+        pooled = [self._pooled_features(load_audio(clip)) for clip in clips]
+        stats = speaker_stats(np.stack(pooled), self._prior_std())
+        return [dict(zip(self.labels, self._head_probabilities(p, stats).tolist())) for p in pooled]
 
     def predict_batch(self, clips: list[Any]) -> list[dict[str, float]]:
         """Predict several clips one by one.
@@ -147,6 +176,26 @@ class Predictor:
             }
             for segment in segments(waveform, window_s, hop_s)
         ]
+
+    def _pooled_features(self, waveform: np.ndarray) -> np.ndarray:
+        """The probe's per-layer means of one clip (a long clip: the mean over its 30 s windows)."""
+        windows = segments(waveform, LONGEST_PASS_S, LONGEST_PASS_S)
+        with torch.inference_mode():
+            pooled = [self.model.pooled_features(**self._inputs(w.samples))[0].float().numpy() for w in windows]
+        return np.mean(pooled, axis=0)
+
+    def _prior_std(self) -> np.ndarray:
+        return self.model.speaker_head.prior_std.numpy()
+
+    def _head_probabilities(self, pooled: np.ndarray, stats: SpeakerStats | None) -> np.ndarray:
+        """The speaker-adapted head on features standardised by ``stats``; None: the plain head."""
+        with torch.inference_mode():
+            if stats is None:
+                logits = self.model.head.forward_pooled(torch.from_numpy(pooled)[None])[0]
+            else:
+                adapted = torch.from_numpy(standardise(pooled, stats))[None]
+                logits = self.model.speaker_head.head.forward_pooled(adapted)[0]
+        return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64)
 
     def _probabilities(self, waveform: np.ndarray) -> np.ndarray:
         if self.feature_extractor is None:

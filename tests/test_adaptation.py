@@ -1,0 +1,138 @@
+"""Speaker adaptation: statistics by hand, the adapted head beating the plain one on voices with
+strong offsets, corpus balancing, and the Predictor's session context and speaker groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Value
+
+from finetune import probe as fp
+from ser.adaptation import MIN_CONTEXT_CLIPS, PRIOR_CLIPS, SpeakerContext, speaker_stats, standardise, standardise_groups
+from ser.model import Predictor
+from ser.probe import SPEAKER_HEAD_WEIGHTS
+from tests.test_probe import CLASSES, _tone, backbone, corpus, corpus_dir, shared_cache  # noqa: F401  (fixtures)
+
+
+def test_stats_by_hand_and_shrinkage_towards_the_prior():
+    features = np.array([[[1.0, 2.0]], [[3.0, 6.0]]])  # 2 clips, 1 layer, width 2
+    stats = speaker_stats(features)
+    np.testing.assert_allclose(stats.mean, [[2.0, 4.0]])
+    np.testing.assert_allclose(stats.std, [[1.0, 2.0]])
+    prior = np.array([[4.0, 4.0]])
+    shrunk = speaker_stats(features, prior)  # (2 * var + 5 * 16) / 7
+    np.testing.assert_allclose(shrunk.std, np.sqrt([[(2 * 1 + PRIOR_CLIPS * 16) / 7, (2 * 4 + PRIOR_CLIPS * 16) / 7]]))
+    one = speaker_stats(features[:1], prior)  # a single clip: its own spread is 0, the prior decides
+    np.testing.assert_allclose(one.std, np.sqrt(PRIOR_CLIPS * 16 / 6) * np.ones((1, 2)))
+    np.testing.assert_allclose(standardise(features, stats)[:, 0], [[-1.0, -1.0], [1.0, 1.0]])
+
+
+def test_each_group_is_centred_on_itself():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(12, 2, 3)) + np.repeat([0.0, 50.0, -20.0], 4)[:, None, None]
+    groups = np.repeat(["a", "b", "c"], 4)
+    out = standardise_groups(features, groups)
+    for group in "abc":
+        np.testing.assert_allclose(out[groups == group].mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(out[groups == group].std(0), 1, atol=1e-2)
+
+
+def _offset_voices(backbone: str, seed: int = 0) -> tuple[Dataset, fp.CachedFeatures]:
+    """Fake pooled features: the class shifts one direction a little, each speaker shifts every
+    direction a lot. A plain head learns the training speakers' offsets; standardising each voice
+    by its own statistics removes them."""
+    config = fp.encoder_probe(backbone).config
+    layers, width = config.num_layers, config.hidden_size
+    rng = np.random.default_rng(seed)
+    labels, speakers, rows = [], [], []
+    for s in range(6):
+        offset = rng.normal(scale=8.0, size=(layers, width))
+        for c in range(2):
+            for _ in range(10):
+                x = offset + rng.normal(scale=0.5, size=(layers, width))
+                x[:, 0] += 2.0 * c
+                rows.append(x)
+                labels.append(c)
+                speakers.append(f"s{s}")
+    features = Features({"label": ClassLabel(names=["neutral", "angry"]), "speaker": Value("string"), "corpus": Value("string")})
+    dataset = Dataset.from_dict({"label": labels, "speaker": speakers, "corpus": ["fake"] * len(labels)}, features=features)
+    n = len(labels)
+    cached = fp.CachedFeatures(torch.tensor(np.stack(rows), dtype=torch.float32), None, np.arange(n), np.zeros(n, dtype=int))
+    return dataset, cached
+
+
+def test_adapted_head_removes_voice_offsets_the_plain_head_cannot(backbone: str):  # noqa: F811
+    dataset, features = _offset_voices(backbone)
+    options = fp.options_from({"backbone": backbone, "adapt": True, "l2": 1e-2})
+    speakers = np.asarray(dataset["speaker"])
+    labels = np.asarray(dataset["label"])
+    plain_hits, adapted_hits = [], []
+    for held_out in sorted(set(speakers)):
+        train, test = np.flatnonzero(speakers != held_out), np.flatnonzero(speakers == held_out)
+        head, _, _ = fp.fit_head(dataset, train, features, options)
+        plain_hits += (fp.predict_rows(head, features, test) == labels[test]).tolist()
+        module, adapted = fp.fit_speaker_head(dataset, train, features, options)
+        adapted_hits += (fp.predict_rows(module.head, adapted, test) == labels[test]).tolist()
+    assert np.mean(adapted_hits) > 0.95
+    assert np.mean(plain_hits) < 0.8
+
+
+def test_corpus_balance_gives_each_corpus_class_pair_equal_weight(backbone: str):  # noqa: F811
+    features = Features({"label": ClassLabel(names=["neutral", "angry"]), "speaker": Value("string"), "corpus": Value("string")})
+    dataset = Dataset.from_dict(
+        {"label": [0, 0, 0, 1, 0, 1], "speaker": list("aaabcc"), "corpus": ["big"] * 4 + ["small"] * 2}, features=features
+    )
+    cached = fp.CachedFeatures(torch.zeros(6, 1, 1), None, np.arange(6), np.zeros(6, dtype=int))
+    weights = fp.row_weights(dataset, cached, np.arange(6), "corpus")
+    # cells: big/neutral x3, big/angry x1, small/neutral x1, small/angry x1 -> 1/3, 1, 1, 1, normalised to mean 1
+    expected = np.array([1 / 3, 1 / 3, 1 / 3, 1, 1, 1]) * 6 / 4
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+    by_class = fp.row_weights(dataset, cached, np.arange(6), "class")
+    np.testing.assert_allclose(by_class.numpy(), np.array([1 / 4] * 3 + [1 / 2, 1 / 4, 1 / 2]) * 6 / 2, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def adapted_model(corpus, backbone: str, shared_cache: str, tmp_path_factory) -> Path:  # noqa: F811
+    model, _ = fp.train_probe(corpus, options={"backbone": backbone, "adapt": True, "cache_dir": shared_cache})
+    out = tmp_path_factory.mktemp("adapted") / "probe"
+    model.save_pretrained(out)
+    return out
+
+
+def test_speaker_head_is_saved_and_reloaded(adapted_model: Path):
+    assert (adapted_model / SPEAKER_HEAD_WEIGHTS).is_file()
+    predictor = Predictor.from_pretrained(adapted_model, runtime="eager")
+    assert predictor.adapts_to_speakers
+    assert float(predictor.model.speaker_head.prior_std.std()) > 0  # trained statistics, not the init's ones
+
+
+def test_context_uses_the_plain_head_until_enough_clips_then_adapts(adapted_model: Path):
+    predictor = Predictor.from_pretrained(adapted_model, runtime="eager")
+    clips = [_tone(freq, 0.5, seed) for seed, freq in enumerate([140, 420, 900, 150, 430, 880])]
+    context = SpeakerContext()
+    with_context = [predictor.predict(clip, context=context) for clip in clips]
+    alone = [predictor.predict(clip) for clip in clips]
+    for i in range(MIN_CONTEXT_CLIPS - 1):
+        assert with_context[i] == pytest.approx(alone[i], abs=1e-4)
+    assert len(context) == len(clips)
+    # From the MIN_CONTEXT_CLIPS-th clip on: the adapted head on statistics of the clips so far.
+    pooled = np.stack([predictor._pooled_features(clip) for clip in clips])
+    prior = predictor.model.speaker_head.prior_std.numpy()
+    last = standardise(pooled[-1], speaker_stats(pooled, prior))
+    with torch.no_grad():
+        logits = predictor.model.speaker_head.head.forward_pooled(torch.from_numpy(last)[None])[0]
+    expected = torch.softmax(logits, -1).numpy()
+    assert list(with_context[-1].values()) == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_group_prediction_equals_single_clips_below_the_minimum(adapted_model: Path):
+    predictor = Predictor.from_pretrained(adapted_model, runtime="eager")
+    clips = [_tone(300, 0.5, 1), _tone(700, 0.5, 2)][: MIN_CONTEXT_CLIPS - 1]
+    assert predictor.predict_group(clips) == [predictor.predict(c) for c in clips]
+    many = [_tone(f, 0.5, i) for i, f in enumerate([140, 420, 900, 160, 400])]
+    grouped = predictor.predict_group(many)
+    assert len(grouped) == len(many) and all(abs(sum(p.values()) - 1) < 1e-5 for p in grouped)
+    assert grouped != [predictor.predict(c) for c in many]
