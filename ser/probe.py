@@ -103,9 +103,13 @@ class ProbeHead(nn.Module):
     def layer_weights(self) -> torch.Tensor:
         return torch.softmax(self.layer_logits, dim=0)
 
-    def mix(self, hidden: torch.Tensor) -> torch.Tensor:
+    def standardise(self, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden - self.feature_mean) / self.feature_std
+
+    def mix(self, hidden: torch.Tensor, *, standardised: bool = False) -> torch.Tensor:
         """(..., layers, width) -> (..., width) weighted, or (..., layers * width) concatenated."""
-        hidden = (hidden - self.feature_mean) / self.feature_std
+        if not standardised:
+            hidden = self.standardise(hidden)
         if self.layer_mix == "weighted":
             return torch.einsum("...lh,l->...h", hidden, self.layer_weights())
         return hidden.flatten(-2)
@@ -124,7 +128,7 @@ class ProbeHead(nn.Module):
         pooled = torch.einsum("bt,bth->bh", weights, mixed)
         return self.classifier(pooled)
 
-    def forward_pooled(self, layer_means: torch.Tensor) -> torch.Tensor:
+    def forward_pooled(self, layer_means: torch.Tensor, *, standardised: bool = False) -> torch.Tensor:
         """Logits from per-layer means over frames (batch, layers, width).
 
         Standardising and mixing layers are linear, so they commute with the mean over frames: for
@@ -132,7 +136,7 @@ class ProbeHead(nn.Module):
         """
         if self.attention is not None:
             raise ValueError("attentive pooling needs every frame, not per-layer means")
-        return self.classifier(self.mix(layer_means))
+        return self.classifier(self.mix(layer_means, standardised=standardised))
 
 
 def whisper_hidden_states(
