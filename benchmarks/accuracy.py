@@ -189,9 +189,16 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"{results['corpus']}: {results['n_clips']} clips, {results['n_speakers']} speakers, "
         f"{len(results['labels'])} classes; {results['n_speakers']} folds, each testing one speaker never seen "
-        "in training (hyper-parameters are tuned inside the training speakers only).",
+        "in training.",
+        "Model selection: the SVM picks C and gamma by speaker-grouped inner cross-validation on the training "
+        "speakers; the probe's recipe (the default model's) was chosen among the recipes of "
+        "`benchmarks/results/probe_emodb.md` by this same LOSO score, not by nested cross-validation, so its row is "
+        "slightly optimistic (each recipe's score is in that file).",
         "UAR = unweighted average recall (balanced accuracy). Pooled = over all predictions of all folds; "
-        "mean ± std = over the per-speaker folds. Train time is wall-clock per fold on the row's machine; "
+        "mean ± std = over the per-speaker folds. Train time is wall-clock per fold on the row's machine: "
+        "the probe and classical rows train on features extracted once before the folds (not counted: the probe's "
+        "Whisper encoding is in `benchmarks/results/train.md`), the light and fine-tuned rows compute their "
+        "features inside training (counted); "
         f"latency is `Predictor.predict` on the CPU of that machine for one EmoDB clip (median of {LATENCY_CLIPS}), "
         "feature extraction included.",
         "",
@@ -223,6 +230,12 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f}"
 
 
+def rerender(out: Path = RESULTS / "accuracy") -> None:
+    """Rewrite the Markdown table from the committed JSON (after a wording change), running nothing."""
+    results = json.loads(out.with_suffix(".json").read_text())
+    out.with_suffix(".md").write_text(render(results), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=["classical"], choices=sorted(FAMILIES))
@@ -230,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emodb", type=Path, default=DEFAULT_EMODB)
     parser.add_argument("--cache-dir", default=None, help="feature cache passed to the families")
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = parser.parse_args(argv)
+    if args.render_only:
+        rerender(args.out)
+        return 0
 
     dataset = load_corpus("emodb", args.emodb)
     folds = loso_folds(dataset)

