@@ -271,7 +271,11 @@ def fetch_corpus(name: str, source: Source, to: Path) -> Path:
         raise DownloadError(f"{root} already exists; refusing to overwrite it (remove it, or pick another --to)")
     downloads = Path(to) / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    files = [download(archive.url, downloads / archive.filename, archive.sha256) for archive in source.archives]
+    try:
+        files = [download(archive.url, downloads / archive.filename, archive.sha256) for archive in source.archives]
+    finally:
+        if not any(downloads.iterdir()):
+            downloads.rmdir()  # nothing to resume: leave no trace
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=to))
     try:
         for archive, path in zip(source.archives, files):
@@ -280,7 +284,11 @@ def fetch_corpus(name: str, source: Source, to: Path) -> Path:
             except DownloadError as error:
                 path.unlink()  # unreadable: the next run fetches it again
                 raise DownloadError(f"{error}; it was deleted, run again to download it anew") from error
-        verify_tree(staging, source.files, source.audio_sha256)
+        try:
+            verify_tree(staging, source.files, source.audio_sha256)
+        except DownloadError as error:
+            kept = ", ".join(str(path) for path in files)
+            raise DownloadError(f"{error} (kept {kept}; delete it to download again)") from error
         if root.exists():
             root.rmdir()  # empty, checked above
         os.replace(staging, root)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import socket
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -240,7 +241,7 @@ def test_a_corrupted_download_is_detected_and_deleted(server, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "corrupted download" in err and hashlib.sha256(damaged).hexdigest() in err
     assert not (tmp_path / "fake").exists()
-    assert not any((tmp_path / ".downloads").iterdir())  # deleted, so the next run starts over
+    assert list(tmp_path.rglob("fake.zip*")) == []  # deleted, so the next run starts over
 
     server.files["/fake.zip"] = archive  # the mirror is fixed: the same command now succeeds
     assert run_cli(monkeypatch, source, tmp_path, "--accept-licence") == 0
@@ -253,7 +254,8 @@ def test_without_an_archive_checksum_the_audio_digest_still_catches_damage(serve
     server.files["/fake.zip"] = make_zip(tampered)
     source = fake_source(server.url + "/fake.zip", None, files)  # archive sha256 unknown
     assert run_cli(monkeypatch, source, tmp_path, "--accept-licence") == 2
-    assert "content digest" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "content digest" in err and "delete it to download again" in err
     assert not (tmp_path / "fake").exists()
     assert [p.name for p in tmp_path.iterdir()] == [".downloads"]  # staging removed
 
@@ -275,6 +277,16 @@ def test_a_truncated_archive_without_checksum_is_deleted_for_the_next_run(server
     assert run_cli(monkeypatch, source, tmp_path, "--accept-licence") == 2
     assert "damaged or not an archive" in capsys.readouterr().err
     assert not (tmp_path / ".downloads" / "fake.zip").exists()
+
+
+def test_an_unreachable_server_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    files = clips()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/fake.zip"  # closed once the block ends
+    assert run_cli(monkeypatch, fake_source(url, None, files), tmp_path, "--accept-licence") == 2
+    assert "refused" in capsys.readouterr().err.lower()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_http_errors_are_one_readable_line(server, tmp_path):
