@@ -213,10 +213,12 @@ def _export(model: torch.nn.Module, examples: list[dict[str, torch.Tensor]], out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_file = Path(tmp) / out.name
-        # The tracer warns at every data-dependent `if` (clip length vs. padding); those branches
-        # are why each export is checked against eager PyTorch on signals of several lengths.
+        # The tracer warns at every data-dependent `if` (clip length vs. padding), the exporter at
+        # every advanced index; both are why each export is checked against eager PyTorch on
+        # signals of several lengths before it is used.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
             torch.onnx.export(
                 _LogitsOnly(model, names),
                 tuple(example[name] for name in names),
