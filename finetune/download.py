@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from typing import IO
 AUDIO_SUFFIXES = (".wav", ".flac")
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
+USER_AGENT = "ser-finetune-download/1 (python urllib)"
 
 
 class DownloadError(RuntimeError):
@@ -313,10 +315,12 @@ def download(url: str, dest: Path, sha256: str | None = None, *, timeout: float 
         return dest
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    headers = {"User-Agent": USER_AGENT, **({"Range": f"bytes={have}-"} if have else {})}
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
+        error.close()
         if error.code == 416 and have:  # nothing left to send: the part file is already whole
             response = None
         else:
@@ -400,8 +404,8 @@ def _copy(response, part: Path, *, append: bool, have: int, total: int | None, u
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
-        except (OSError, urllib.error.URLError) as error:
-            raise DownloadError(f"{url}: interrupted ({error}); run again to resume") from error
+        except (OSError, http.client.HTTPException) as error:
+            raise DownloadError(f"{url}: interrupted ({error!r}); run again to resume") from error
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"{url}: got {size} of {total} bytes; run again to resume")
