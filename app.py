@@ -4,10 +4,12 @@ import sys
 
 from ser.model import ModelLoadError
 from ser.ui import build_app, launch_options, parse_config
+from ser.ui.config import apply_analytics_setting
 
 
 def main() -> int:
     config = parse_config()
+    apply_analytics_setting(config)  # before the page is built: Gradio reads it then
     try:
         app = build_app(config)
     except ModelLoadError as error:

@@ -1,10 +1,11 @@
-"""``python -m finetune COMMAND``: describe corpora, train, cross-validate, retrain."""
+"""``python -m finetune COMMAND``: download and describe corpora, train, cross-validate, retrain."""
 
 import sys
 
 from ser.cli import dispatch
 
 COMMANDS = {
+    "download": ("finetune.download", "fetch a corpus from its official source, verified (prints its licence)"),
     "describe": ("finetune.describe", "counts per class and speaker, durations, for a corpus"),
     "train": ("finetune.train", "fine-tune a transformer or train a light model (Trainer)"),
     "probe": ("finetune.probe", "frozen-encoder probe: cache hidden states, train a light head"),

@@ -14,10 +14,13 @@ needed. Resampling uses `torchaudio.functional.resample`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple, Union
 
 import numpy as np
@@ -297,7 +300,7 @@ def _decode_container(src: str | bytes, head: bytes, limit_s: float) -> tuple[np
 def _decode_soundfile(src: str | bytes, limit_s: float) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    with sf.SoundFile(src if isinstance(src, str) else io.BytesIO(src)) as f:
+    with _soundfile_source(src) as source, sf.SoundFile(source, closefd=False) as f:
         if f.subtype.startswith("MPEG_LAYER"):  # MP3 inside WAV: libsndfile 1.2 garbles block reads
             raise _UseAV
         rate = _check_rate(f.samplerate)
@@ -319,6 +322,23 @@ def _decode_soundfile(src: str | bytes, limit_s: float) -> tuple[np.ndarray, int
             total += len(block)
     _check_duration(total / rate, limit_s)
     return _join(chunks), rate
+
+
+@contextlib.contextmanager
+def _soundfile_source(src: str | bytes) -> Iterator[str | int]:
+    """A path, or the descriptor of a temporary file holding ``src``, never a Python file object.
+
+    soundfile reads Python file objects through C callbacks; a damaged header (AIFF chunk sizes)
+    makes libsndfile seek to -1 there, and the ValueError it raises can only surface as an
+    unraisable exception. On a real descriptor the same seek just fails with an errno.
+    """
+    if isinstance(src, str):
+        yield src
+        return
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(src)
+        tmp.seek(0)
+        yield tmp.fileno()
 
 
 def _decode_av(src: str | bytes, limit_s: float) -> tuple[np.ndarray, int]:

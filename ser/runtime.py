@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -211,7 +213,12 @@ def _export(model: torch.nn.Module, examples: list[dict[str, torch.Tensor]], out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_file = Path(tmp) / out.name
-        with torch.inference_mode(False), torch.no_grad():
+        # The tracer warns at every data-dependent `if` (clip length vs. padding), the exporter at
+        # every advanced index; both are why each export is checked against eager PyTorch on
+        # signals of several lengths before it is used.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
             torch.onnx.export(
                 _LogitsOnly(model, names),
                 tuple(example[name] for name in names),
@@ -235,8 +242,26 @@ def _quantize(fp32: Path, out: Path) -> None:
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_file = Path(tmp) / out.name
-        quantize_dynamic(str(fp32), str(tmp_file), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        # Its "consider pre-processing" advice (a root-logger warning on every call) is for static
+        # quantization; the int8 model is checked against eager PyTorch instead.
+        hint = _DropLogRecord("Please consider to run pre-processing")
+        logging.getLogger().addFilter(hint)
+        try:
+            quantize_dynamic(str(fp32), str(tmp_file), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().removeFilter(hint)
         os.replace(tmp_file, out)
+
+
+class _DropLogRecord(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 class _LogitsOnly(torch.nn.Module):

@@ -7,8 +7,10 @@ explicit regression tests in test_audio.py and test_bad_inputs.py.
 
 from __future__ import annotations
 
+import gc
 import io
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +21,12 @@ from hypothesis.extra import numpy as hnp
 
 from ser.audio import SAMPLE_RATE, InvalidAudio, load_audio
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    # An exception raised inside a C callback (soundfile's virtual I/O) is only ever reported as
+    # "unraisable": make it fail the test that caused it.
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+]
 
 FUZZ = settings(
     max_examples=150,
@@ -144,6 +151,22 @@ def mutated_files(draw) -> bytes:
 @given(mutated_files())
 def test_mutated_valid_files(data: bytes):
     check(data)
+
+
+def test_a_damaged_aiff_chunk_fails_cleanly_not_inside_a_callback():
+    """'SSND' -> 'S\\xd3ND': libsndfile skips the unknown chunk by its size and seeks to -1."""
+    data = bytearray(BASES["aiff"])
+    assert data[38:42] == b"SSND"
+    data[39] = 0xD3
+    unraisable = []
+    previous, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises(InvalidAudio):
+            load_audio(bytes(data))
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert [str(u.exc_value) for u in unraisable] == []
 
 
 # --- Gradio tuples and bare arrays -------------------------------------------------------------

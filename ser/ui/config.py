@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class AppConfig:
     concurrency_limit: int = 2
     queue_max_size: int = 64
     retrain_args: tuple[str, ...] = ()  # extra flags for `finetune retrain`, e.g. a base corpus
+    analytics: bool = False  # Gradio's usage analytics: off unless the user turns them on
 
     @property
     def retrain_out(self) -> Path:
@@ -88,7 +89,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--retrain-args", default=env.get("SER_RETRAIN_ARGS", ""),
                         help="extra flags for the Models tab's `python -m finetune retrain`, e.g. "
                              "\"--corpus emodb --root /data/emodb\" [SER_RETRAIN_ARGS]")
+    parser.add_argument("--analytics", action="store_true",
+                        default=env.get("GRADIO_ANALYTICS_ENABLED", "").strip().lower() == "true",
+                        help="send Gradio's usage analytics to its developers (off by default) "
+                             "[GRADIO_ANALYTICS_ENABLED=True]")
     return parser
+
+
+def apply_analytics_setting(config: AppConfig, environ: MutableMapping[str, str] | None = None) -> None:
+    """Gradio reads ``GRADIO_ANALYTICS_ENABLED`` when a page is built and sends analytics unless
+    it is "False"; set it from ``config`` so nothing leaves the machine unless asked for."""
+    environ = os.environ if environ is None else environ
+    environ["GRADIO_ANALYTICS_ENABLED"] = "True" if config.analytics else "False"
 
 
 def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
@@ -108,4 +120,5 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         concurrency_limit=args.concurrency,
         queue_max_size=args.queue_size,
         retrain_args=tuple(shlex.split(args.retrain_args)),
+        analytics=args.analytics,
     )
