@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gradio as gr
@@ -9,7 +10,7 @@ import gradio as gr
 from ser.audio import duration_limit_s
 from ser.model import Predictor
 from ser.ui.annotate import build_annotate_tab
-from ser.ui.config import AppConfig
+from ser.ui.config import AppConfig, on_spaces
 from ser.ui.context import AppContext
 from ser.ui.demo import build_demo_tab
 from ser.ui.keyboard import KEYBOARD_JS
@@ -74,7 +75,8 @@ def security_options(config: AppConfig) -> dict[str, Any]:
     if config.auth:
         from starlette.middleware import Middleware
 
-        options["app_kwargs"] = {"middleware": [Middleware(LoginLimitMiddleware, counter=counter)]}
+        trust = on_spaces(os.environ)  # a Space's proxy sets X-Forwarded-For; elsewhere a client could forge it
+        options["app_kwargs"] = {"middleware": [Middleware(LoginLimitMiddleware, counter=counter, trust_forwarded=trust)]}
     return options
 
 

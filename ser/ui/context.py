@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ser.audio import InvalidAudio, load_audio
+from ser.hub_sync import start_hub_sync
 from ser.model import ModelLoadError, Predictor, default_model_path
 from ser.store import AnnotationStore
 from ser.ui.config import AppConfig
@@ -49,6 +50,9 @@ class AppContext:
         # hold a few hundred MB while it runs, and per-event limits would add up.
         self.decode_slots = threading.BoundedSemaphore(config.max_decodes)
         self.pending_candidate: dict[str, str] | None = None  # a retrain that needs an admin's confirmation
+        # Opt-in: with SER_HUB_DATASET and HF_TOKEN set (a Space's secrets), the store is pushed to a
+        # private dataset repo every few minutes; otherwise nothing leaves the machine.
+        self.hub_sync = start_hub_sync(self.store)
         self._lock = threading.Lock()
         self._predictor = predictor or self._initial_predictor()
 

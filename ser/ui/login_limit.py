@@ -66,9 +66,10 @@ class RateLimitedAuth:
         return ok
 
 
-def client_address(scope: dict) -> str:
-    """The last X-Forwarded-For hop (added by the proxy in front, e.g. a Space's) else the peer."""
-    for name, value in scope.get("headers") or []:
+def client_address(scope: dict, trust_forwarded: bool = False) -> str:
+    """The peer's address; behind a trusted proxy (a Space's), the last X-Forwarded-For hop, which
+    that proxy adds (earlier hops are whatever the client sent)."""
+    for name, value in (scope.get("headers") or []) if trust_forwarded else []:
         if name == b"x-forwarded-for":
             hops = [hop.strip() for hop in value.decode("latin-1").split(",") if hop.strip()]
             if hops:
@@ -80,15 +81,15 @@ def client_address(scope: dict) -> str:
 class LoginLimitMiddleware:
     """Refuse ``POST /login`` with 429 while the client's address has too many recent failures."""
 
-    def __init__(self, app: Any, counter: FailureCounter) -> None:
-        self.app, self.counter = app, counter
+    def __init__(self, app: Any, counter: FailureCounter, trust_forwarded: bool = False) -> None:
+        self.app, self.counter, self.trust_forwarded = app, counter, trust_forwarded
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST" or \
                 not scope.get("path", "").rstrip("/").endswith("/login"):
             await self.app(scope, receive, send)
             return
-        key = ("address", client_address(scope))
+        key = ("address", client_address(scope, self.trust_forwarded))
         wait = self.counter.blocked_for(key)
         if wait:
             body = json.dumps({"detail": f"Too many failed logins from your address; try again in {wait:.0f} s."})
