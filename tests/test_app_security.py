@@ -395,3 +395,20 @@ def test_hub_sync_starts_with_the_app_and_honours_deletions(root: Path, world, m
             assert deletions and sha in deletions[0].read_text()
         finally:
             sync.stop()
+
+
+def test_gradio_upload_cache_is_cleaned(root: Path, world, tmp_path: Path, monkeypatch) -> None:
+    """Uploads (here 3 of them, as a visitor's page would send) leave Gradio's cache after --cache-max-age."""
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    config = AppConfig(model=str(world["model"]), store=root / "cache-store", cache_max_age_s=5)
+    with running_app(config) as (app, url):
+        files = [("files", (f"up{i}.wav", world["inside"].read_bytes(), "audio/wav")) for i in range(3)]
+        answer = requests.post(f"{url}gradio_api/upload", files=files, timeout=60)
+        answer.raise_for_status()
+        uploaded = [Path(path) for path in answer.json()]
+        assert len(uploaded) == 3 and all(path.is_relative_to(cache) and path.is_file() for path in uploaded)
+        deadline = time.monotonic() + 60
+        while any(path.exists() for path in uploaded) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(path.exists() for path in uploaded)

@@ -257,7 +257,8 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox) -> gr.Textb
         known_queues.add(queue_key)
         return " ".join(reports), gr.Dropdown(value=queue_key, choices=sorted(known_queues))
 
-    def refresh() -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    def refresh(request: gr.Request) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+        require(context.config, request, Role.ANNOTATOR, "see the annotators' agreement")
         with user_errors("Could not compute agreement"):
             clips, annotators, text = agreement_tables(context)
         return text, clips, annotators

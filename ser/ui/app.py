@@ -18,9 +18,9 @@ from ser.ui.login_limit import FailureCounter, LoginLimitMiddleware, RateLimited
 from ser.ui.models import build_models_tab
 
 TITLE = "Speech emotion recognition"
-# Gradio copies every upload and every audio it serves into its cache: every 15 minutes, delete
-# what is older than an hour (a public page would otherwise fill the disk).
-CACHE_CLEANUP = (900, 3600)
+# Gradio copies every upload and every audio it serves into its cache; a public page would fill the
+# disk, so files older than --cache-max-age are deleted (checked every 15 minutes at most).
+CACHE_CHECK_S = 900
 
 
 def intro(config: AppConfig) -> str:
@@ -36,7 +36,8 @@ def intro(config: AppConfig) -> str:
 def build_app(config: AppConfig, predictor: Predictor | None = None) -> gr.Blocks:
     """Build the page (model loaded, store opened, queue configured); launch it with ``launch_options``."""
     context = AppContext(config, predictor)
-    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as app:
+    cleanup = (min(CACHE_CHECK_S, config.cache_max_age_s), config.cache_max_age_s)
+    with gr.Blocks(title=TITLE, delete_cache=cleanup) as app:
         gr.Markdown(intro(config))
         # Without logins, the owner's SER_ADMIN_TOKEN typed here makes a request an admin's.
         admin_token = gr.Textbox(label="Admin token", type="password", max_lines=1, elem_id="admin-token",

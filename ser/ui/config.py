@@ -41,6 +41,7 @@ class AppConfig:
     admin_token: str | None = field(default=None, repr=False)  # SER_ADMIN_TOKEN: typed into the page, makes that request an admin's
     retention_days: float | None = None  # clips older than this may be purged by an admin
     max_decodes: int = 2  # audio decodes at once across every event (each can hold ~100s of MB)
+    cache_max_age_s: int = 3600  # uploads and served audio in Gradio's cache are deleted after this
 
     @property
     def retrain_out(self) -> Path:
@@ -115,6 +116,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         default=float(env["SER_RETENTION_DAYS"]) if env.get("SER_RETENTION_DAYS") else None,
                         help="keep stored clips this many days; an admin purges older ones [SER_RETENTION_DAYS]")
     parser.add_argument("--max-decodes", type=int, default=2, help="audio files decoded at once, across every event")
+    parser.add_argument("--cache-max-age", type=int, default=3600,
+                        help="seconds Gradio keeps uploads and served audio in its cache (default 3600)")
     return parser
 
 
@@ -141,4 +144,5 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         admin_token=env.get("SER_ADMIN_TOKEN") or None,  # a secret: never a flag (it would show in `ps`)
         retention_days=args.retention_days,
         max_decodes=max(1, args.max_decodes),
+        cache_max_age_s=max(1, args.cache_max_age),
     )
