@@ -234,3 +234,18 @@ def test_switch_model_and_back(client: Client, server, workdir: Path, clips) -> 
         client.predict("tiny-a", ADMIN_TOKEN, api_name="/switch_model")
     with pytest.raises(AppError, match="nope"):
         client.predict("nope", ADMIN_TOKEN, api_name="/switch_model")
+
+
+def test_security_settings_from_flags_and_env(tmp_path: Path) -> None:
+    plain = parse_config([], env={})
+    assert (plain.data_roots, plain.admins, plain.admin_token, plain.retention_days) == ((), (), None, None)
+    env = {"SER_ADMIN_TOKEN": "s3cret", "SER_DATA_ROOTS": f"{tmp_path}/a:{tmp_path}/b", "SER_ADMINS": "alice",
+           "SER_RETENTION_DAYS": "30"}
+    from_env = parse_config([], env=env)
+    assert from_env.data_roots == (tmp_path / "a", tmp_path / "b") and from_env.admins == ("alice",)
+    assert from_env.admin_token == "s3cret" and from_env.retention_days == 30.0
+    assert "s3cret" not in repr(from_env)  # the token never lands in a log line
+    flags = parse_config(["--data-root", str(tmp_path), "--admins", "bob, carol", "--annotators", "dan",
+                          "--max-decodes", "0"], env=env)
+    assert flags.data_roots == (tmp_path,) and flags.admins == ("bob", "carol") and flags.annotators == ("dan",)
+    assert flags.max_decodes == 1
