@@ -3,6 +3,7 @@
 import sys
 
 from ser.model import ModelLoadError
+from ser.store import StoreError
 from ser.ui import build_app, launch_options, parse_config
 from ser.ui.config import apply_analytics_setting
 
@@ -12,7 +13,7 @@ def main() -> int:
     apply_analytics_setting(config)  # before the page is built: Gradio reads it then
     try:
         app = build_app(config)
-    except ModelLoadError as error:
+    except (ModelLoadError, StoreError) as error:  # e.g. a read-only store: say so, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     app.launch(**launch_options(config))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import shutil
 import sys
@@ -247,7 +248,8 @@ def score_model(model_dir: str, dataset: Any, test_idx: np.ndarray, names: list[
     truth = [names[i] for i in np.asarray(dataset["label"])[test_idx]]
     known = set(names) | set(predicted)
     labels = [name for name in EMOTIONS if name in known] + sorted(known - set(EMOTIONS))
-    return compute_metrics(truth, predicted, labels) | {"model_version": predictor.version}
+    return compute_metrics(truth, predicted, labels) | {"model_version": predictor.version,
+                                                        "n_classes": len(predictor.labels)}
 
 
 def _canonical_or_raw(label: str, canonical: Any) -> str:
@@ -257,15 +259,29 @@ def _canonical_or_raw(label: str, canonical: Any) -> str:
         return label
 
 
-def decide(new_uar: float, active_uar: float | None, *, force: bool = False, tolerance: float = 0.0) -> Decision:
-    """Keep the new model unless it scores a lower UAR than the serving one (beyond ``tolerance``)."""
+def decide(new_uar: float, active_uar: float | None, *, force: bool = False, tolerance: float = 0.0,
+           new_classes: int | None = None, serving_classes: int | None = None) -> Decision:
+    """Keep the new model unless it scores a lower UAR than the serving one (beyond ``tolerance``)
+    or can say fewer emotions than it; ``active_uar`` None means there is no serving model.
+
+    A serving score that is missing or not a number is an error, never a zero to beat.
+    """
     if active_uar is None:
         return Decision(True, "no serving model to compare with")
-    if new_uar + tolerance >= active_uar:
+    if isinstance(active_uar, bool) or not isinstance(active_uar, (int, float)) or not math.isfinite(active_uar):
+        raise ValueError(f"the serving model's UAR is not a number ({active_uar!r}): refusing to compare with it")
+    if not isinstance(new_uar, (int, float)) or not math.isfinite(new_uar):
+        raise ValueError(f"the new model's UAR is not a number ({new_uar!r})")
+    problems = []
+    if new_classes is not None and serving_classes is not None and new_classes < serving_classes:
+        problems.append(f"the new model knows {new_classes} emotions, fewer than the serving model's {serving_classes}")
+    if new_uar + tolerance < active_uar:
+        problems.append(f"new UAR {new_uar:.4f} < serving model's {active_uar:.4f}")
+    if not problems:
         return Decision(True, f"new UAR {new_uar:.4f} is not worse than the serving model's {active_uar:.4f}")
     if force:
-        return Decision(True, f"forced (--force): new UAR {new_uar:.4f} < serving model's {active_uar:.4f}")
-    return Decision(False, f"new UAR {new_uar:.4f} < serving model's {active_uar:.4f}: not written (--force keeps it)")
+        return Decision(True, f"forced (--force): {'; '.join(problems)}")
+    return Decision(False, f"{'; '.join(problems)}: not adopted without confirmation (--force keeps it)")
 
 
 def next_version(models_dir: Path, store: Any) -> str:
@@ -322,6 +338,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=0.0, help="UAR the new model may lose and still be kept")
     parser.add_argument("--force", action="store_true", help="write the new version even when it scores worse")
     parser.add_argument("--activate", action="store_true", help="make the new version the store's active model")
+    parser.add_argument("--keep-rejected", action="store_true",
+                        help="write and register a rejected version too (never active; exit code 3 all the same), "
+                        "so an admin can adopt it in a second, explicit step")
     parser.add_argument("--refit-all", dest="refit", action="store_true",
                         help="after the comparison, retrain on the test clips too (a better model, but the next "
                         "retrain can no longer compare with it fairly)")
@@ -385,6 +404,10 @@ def retrain(args: argparse.Namespace) -> int:
     if serving is not None:
         stage(6, f"scoring the serving model {serving['version']} on the same test clips")
         serving_metrics = score_model(serving["path"], data.dataset, test_idx, candidate.metrics["labels"])
+        uar = serving_metrics.get("uar")
+        if isinstance(uar, bool) or not isinstance(uar, (int, float)) or not math.isfinite(uar):
+            raise RuntimeError(f"the serving model {serving['version']} could not be scored (UAR {uar!r}); "
+                               "nothing was compared, nothing is written")
         print(f"  serving model: UAR {serving_metrics['uar']:.4f}, accuracy {serving_metrics['accuracy']:.4f}",
               flush=True)
     else:
@@ -393,15 +416,25 @@ def retrain(args: argparse.Namespace) -> int:
     if caveat:
         print(f"  caution: {caveat}", flush=True)
     decision = decide(candidate.metrics["uar"], serving_metrics["uar"] if serving_metrics else None,
-                      force=args.force, tolerance=args.tolerance)
+                      force=args.force, tolerance=args.tolerance, new_classes=len(candidate.metrics["labels"]),
+                      serving_classes=serving_metrics.get("n_classes") if serving_metrics else None)
     uars = f"new UAR {candidate.metrics['uar']:.4f}, serving UAR " + (
         f"{serving_metrics['uar']:.4f}" if serving_metrics else "n/a")
     result = {"decision": "accepted" if decision.accepted else "rejected", "reason": decision.reason,
               "new_uar": candidate.metrics["uar"], "serving_uar": serving_metrics["uar"] if serving_metrics else None}
-    if not decision.accepted:
+    if not decision.accepted and not getattr(args, "keep_rejected", False):
         stage(7, f"decision: REJECTED: {decision.reason}")
         print(f"result: {json.dumps(result | {'version': None})}", flush=True)
         print(f"rejected ({uars}); nothing written", flush=True)
+        return EXIT_REJECTED
+    if not decision.accepted:  # --keep-rejected: written for an admin's explicit second step, never active
+        stage(7, f"decision: NEEDS CONFIRMATION: {decision.reason}; writing it as a candidate")
+        args.activate = False
+        version, path = publish(args, store, data, candidate, test_idx,
+                                serving=serving | {"metrics": serving_metrics}, decision=decision, caveat=caveat)
+        print(f"result: {json.dumps(result | {'decision': 'needs_confirmation', 'version': version, 'path': str(path)})}",
+              flush=True)
+        print(f"candidate {version} written but not adopted ({uars})", flush=True)
         return EXIT_REJECTED
     stage(7, f"decision: accepted ({decision.reason}); writing the new version")
     version, path = publish(args, store, data, candidate, test_idx,

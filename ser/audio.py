@@ -4,8 +4,13 @@ Inputs come from uploads, microphones and scripts, so every failure on bad input
 type, `InvalidAudio`, whose message can be shown to a person as it is. The costly work (decoding,
 resampling) only starts once cheap checks (size on disk, header duration, sample rate) have passed,
 so a one-hour upload is refused before it is decoded, and decoding stops at the duration limit
-whatever a (possibly lying) header says, so a tiny FLAC cannot expand to gigabytes. Worst case
-allowed by the limits: 600 s at 384 kHz, about 1 GB of float32 while it is resampled.
+whatever a (possibly lying) header says, so a tiny FLAC cannot expand to gigabytes.
+
+Decoding is also bounded by a budget of samples (sample rate x channels x duration): at most the
+duration limit's worth of 48 kHz stereo (57.6 M samples for 600 s). A header that asks for more,
+e.g. 599 s at 384 kHz with 8 channels (1.8 G samples from a 2 MB FLAC), is refused before one
+sample is decoded; when the header understates, decoding counts samples and stops at the budget.
+The mono float32 copy the decoder keeps is then at most about 230 MB.
 
 Decoding: libsndfile (via `soundfile`) reads WAV/FLAC/OGG (Vorbis, Opus)/AIFF; MP3, M4A/AAC, browser
 WebM/Opus and MP4 go through PyAV, whose wheels bundle ffmpeg's libraries, so no system ffmpeg is
@@ -40,6 +45,8 @@ SILENCE_PEAK = 10 ** (-70 / 20)
 # an enormous kernel and runs for minutes; such rates are first moved to a 1 kHz grid.
 _MAX_RESAMPLE_FACTOR = 1000
 _BLOCK_SAMPLES = 1 << 14  # small, so a damaged tail loses little
+# The decode budget: the duration limit's worth of this many samples per second (48 kHz stereo).
+BUDGET_SAMPLES_PER_S = 48000 * 2
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, tuple, np.ndarray]
 
@@ -62,6 +69,11 @@ def duration_limit_s() -> float:
 def byte_limit() -> int:
     """The configured upload size limit (env SER_MAX_BYTES, default 200 MB)."""
     return int(float(os.environ.get("SER_MAX_BYTES", DEFAULT_MAX_BYTES)))
+
+
+def decode_budget(limit_s: float) -> int:
+    """Samples (all channels) a decode may produce for a duration limit of ``limit_s``."""
+    return max(1, math.floor(limit_s * BUDGET_SAMPLES_PER_S))
 
 
 def load_audio(source: AudioSource, *, max_duration_s: float | None = None) -> np.ndarray:
@@ -306,10 +318,11 @@ def _decode_soundfile(src: str | bytes, limit_s: float) -> tuple[np.ndarray, int
         rate = _check_rate(f.samplerate)
         _check_channels(f.channels)
         _check_duration(f.frames / rate, limit_s)
-        max_frames = math.floor(limit_s * rate)
+        _check_budget(f.frames, rate, f.channels, limit_s)  # from the header, before any decoding
+        max_frames = min(math.floor(limit_s * rate), decode_budget(limit_s) // f.channels)
         buffer = np.empty((max(1, _BLOCK_SAMPLES // f.channels), f.channels), np.float32)
         chunks, total = [], 0
-        while total <= max_frames:  # the header may understate the length: never read past the limit
+        while total <= max_frames:  # the header may understate the length: never read past the limits
             try:
                 block = f.read(out=buffer)
             except sf.LibsndfileError:
@@ -321,6 +334,7 @@ def _decode_soundfile(src: str | bytes, limit_s: float) -> tuple[np.ndarray, int
             chunks.append(block.mean(axis=1, dtype=np.float32))
             total += len(block)
     _check_duration(total / rate, limit_s)
+    _check_budget(total, rate, f.channels, limit_s)
     return _join(chunks), rate
 
 
@@ -348,15 +362,25 @@ def _decode_av(src: str | bytes, limit_s: float) -> tuple[np.ndarray, int]:
     with av.open(src if isinstance(src, str) else io.BytesIO(src), mode="r") as container:
         if not container.streams.audio:
             raise InvalidAudio("This file has no audio track.")
+        stream = container.streams.audio[0]
         if container.duration:  # microseconds; browser WebM often has none, so count while decoding
             _check_duration(container.duration / 1e6, limit_s)
-        chunks, rate, total = [], 0, 0
+            header_rate, header_channels = stream.codec_context.sample_rate, stream.codec_context.channels
+            if header_rate and header_channels:
+                _check_budget(container.duration / 1e6 * header_rate, header_rate, header_channels, limit_s)
+        budget = decode_budget(limit_s)
+        chunks, rate, total, decoded = [], 0, 0, 0
         try:
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(stream):
                 if not rate:  # from the decoded frame: HE-AAC headers state half the real rate
                     rate = _check_rate(frame.sample_rate)
                     to_planar_float = av.AudioResampler(format="fltp", rate=rate)
                     max_frames = math.floor(limit_s * rate)
+                channels = len(frame.layout.channels)
+                _check_channels(channels)
+                decoded += frame.samples * channels
+                if decoded > budget:  # the header understated (or had no length): stop here
+                    _check_budget(decoded / channels, rate, channels, limit_s)
                 for planar in to_planar_float.resample(frame):
                     chunks.append(planar.to_ndarray().mean(axis=0, dtype=np.float32))
                     total += len(chunks[-1])
@@ -386,6 +410,18 @@ def _check_rate(rate: int) -> int:
 def _check_channels(channels: int) -> None:
     if not 1 <= channels <= MAX_CHANNELS:
         raise InvalidAudio(f"The file has {channels} channels; we read 1 to {MAX_CHANNELS}.")
+
+
+def _check_budget(frames: float, rate: int, channels: int, limit_s: float) -> None:
+    """Refuse audio whose rate x channels x duration exceeds the decode budget of ``limit_s``."""
+    if frames * channels > decode_budget(limit_s):
+        seconds = frames / rate
+        raise InvalidAudio(
+            f"The audio is too large to decode: {seconds:.1f} s at {rate} Hz with {channels} channel"
+            f"{'' if channels == 1 else 's'} ({frames * channels / 1e6:.0f} M samples); the limit is "
+            f"{decode_budget(limit_s) / 1e6:.1f} M samples ({limit_s:g} s of 48 kHz stereo). "
+            "Convert it to mono or a lower sample rate first."
+        )
 
 
 def _check_duration(seconds: float, limit_s: float) -> None:

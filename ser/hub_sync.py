@@ -7,6 +7,11 @@ safe thing to copy); instead every tick appends the rows added or undone since t
 JSONL files, under the scheduler's lock, and the scheduler uploads those plus the new clip files.
 The JSONL names carry a per-session id so a restarted Space with an empty disk appends new files
 and can never overwrite the history already on the Hub.
+
+Deletions (a visitor's, an admin's, the retention limit's) are honoured: each appends a row to
+``deletions-*.jsonl`` (the clip id, never its audio or labels), and a clip file that was already
+uploaded is deleted from the dataset repo in its own commit. (Earlier commits of the repo still
+hold it: a repo that must forget it for good needs its history squashed, ``HfApi.super_squash_history``.)
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitScheduler, HfApi
+from huggingface_hub import CommitOperationDelete, CommitScheduler, HfApi
 
 from ser.store import CLIP_DIR, AnnotationStore
 
@@ -44,6 +49,7 @@ class HubSync(CommitScheduler):
         self.session = uuid.uuid4().hex[:12]
         self.sync_dir = store.root / SYNC_DIR
         self.sync_dir.mkdir(parents=True, exist_ok=True)
+        self._deleted: list[Path] = []  # clip files deleted from the store, to delete on the Hub too
         super().__init__(
             repo_id=repo_id,
             repo_type="dataset",
@@ -62,6 +68,7 @@ class HubSync(CommitScheduler):
             cursor = json.loads(cursor_path.read_text()) if cursor_path.exists() else None
             changes, new_cursor = self.store.changes_since(cursor)
             written = 0
+            self._deleted.extend(self.store.root / row["path"] for row in changes.get("deletions", []) if row["path"])
             for table, rows in changes.items():
                 if rows:
                     _append_jsonl(self.sync_dir / f"{table}-{self.session}.jsonl", rows)
@@ -72,7 +79,26 @@ class HubSync(CommitScheduler):
 
     def push_to_hub(self) -> Any:
         self.flush()
-        return super().push_to_hub()
+        result = super().push_to_hub()
+        self.delete_on_hub()
+        return result
+
+    def delete_on_hub(self) -> int:
+        """Delete from the repo the clip files that were uploaded and later deleted from the store."""
+        with self.lock:
+            doomed = [path for path in self._deleted if path in self.last_uploaded]
+            self._deleted = []
+        if not doomed:
+            return 0
+        prefix = f"{self.path_in_repo.strip('/')}/" if self.path_in_repo else ""
+        operations = [CommitOperationDelete(path_in_repo=prefix + path.relative_to(self.folder_path).as_posix())
+                      for path in doomed]
+        self.api.create_commit(repo_id=self.repo_id, repo_type=self.repo_type, revision=self.revision,
+                               operations=operations, commit_message="Delete clips deleted from the annotation store")
+        with self.lock:
+            for path in doomed:
+                self.last_uploaded.pop(path, None)
+        return len(doomed)
 
 
 def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -69,6 +69,39 @@ MIGRATIONS: list[tuple[str, ...]] = [
             probs TEXT NOT NULL, confidence REAL NOT NULL, created_at TEXT NOT NULL,
             PRIMARY KEY (sha256, model_version))""",
     ),
+    (  # 3: queues that stay fast, private (Demo) clips, deletions, and which model served before
+        # rank: the latest prediction's confidence (2.0 = none yet), so least-confident order is an index
+        "ALTER TABLE clips ADD COLUMN rank REAL NOT NULL DEFAULT 2.0",
+        """UPDATE clips SET rank = COALESCE((SELECT p.confidence FROM predictions p WHERE p.sha256 = clips.sha256
+                                             ORDER BY p.created_at DESC LIMIT 1), 2.0)""",
+        "ALTER TABLE clips ADD COLUMN private INTEGER NOT NULL DEFAULT 0",  # 1: never served to annotators
+        "ALTER TABLE clips ADD COLUMN session TEXT",  # the browser session that saved it (its owner may delete it)
+        "CREATE INDEX clips_queue_rank ON clips(queue, private, rank)",
+        "CREATE INDEX clips_rank ON clips(private, rank)",
+        "CREATE INDEX clips_queue_private ON clips(queue, private)",
+        "CREATE INDEX clips_private ON clips(private)",
+        "CREATE INDEX clips_by_session ON clips(session)",
+        "CREATE INDEX clips_by_created ON clips(created_at)",
+        "CREATE INDEX labels_by_clip_annotator ON labels(sha256, annotator, undone_at)",
+        "CREATE INDEX skips_by_annotator ON skips(annotator)",
+        # done: the clips each annotator has a standing label for or skipped, with the clip's queue,
+        # so "how many are left" is two index counts instead of a scan of the store
+        """CREATE TABLE done (annotator TEXT NOT NULL, sha256 TEXT NOT NULL, queue TEXT, public INTEGER NOT NULL,
+            PRIMARY KEY (annotator, sha256)) WITHOUT ROWID""",
+        "CREATE INDEX done_by_queue ON done(annotator, public, queue)",
+        """INSERT OR IGNORE INTO done SELECT l.annotator, l.sha256, c.queue, 1 - c.private
+           FROM labels l JOIN clips c ON c.sha256 = l.sha256 WHERE l.undone_at IS NULL""",
+        """INSERT OR IGNORE INTO done SELECT s.annotator, s.sha256, c.queue, 1 - c.private
+           FROM skips s JOIN clips c ON c.sha256 = s.sha256""",
+        # frontier: per annotator, queue ('' = every queue) and order, a key below which every public
+        # clip is done, so next_clip starts there instead of walking past all their finished clips
+        """CREATE TABLE frontier (annotator TEXT NOT NULL, queue TEXT NOT NULL, ord TEXT NOT NULL,
+            rank REAL NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (annotator, queue, ord)) WITHOUT ROWID""",
+        "ALTER TABLE model_versions ADD COLUMN activated_at TEXT",
+        """CREATE TABLE deletions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, path TEXT NOT NULL,
+            reason TEXT NOT NULL, deleted_at TEXT NOT NULL, clip_rowid INTEGER)""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -286,8 +319,16 @@ class AnnotationStore:
         source: str = "",
         speaker: str | None = None,
         queue: str | None = None,
+        *,
+        private: bool = False,
+        session: str | None = None,
     ) -> str:
-        """Save a 16 kHz mono clip once (same samples -> same sha256) and return its id."""
+        """Save a 16 kHz mono clip once (same samples -> same sha256) and return its id.
+
+        ``private`` clips (a visitor's Demo recordings) are never served to annotators until an
+        admin queues them (``publish_clips``); ``session`` records whose browser saved it, so that
+        visitor can delete it again. Saving the same audio again never changes its privacy (only an
+        admin's ``publish_clips`` does), and a private save never moves a queued clip."""
         pcm = _to_pcm16(waveform_16k)
         sha = _pcm_sha256(pcm)
         relative = f"{CLIP_DIR}/{sha[:2]}/{sha}.flac"
@@ -296,15 +337,43 @@ class AnnotationStore:
         speaker = _clean_text(speaker, 100) or None
         queue = _clean_text(queue, 100) or None
         with self._write() as conn:
+            before = conn.execute("SELECT queue, private FROM clips WHERE sha256 = ?", (sha,)).fetchone()
             conn.execute(
-                """INSERT INTO clips (sha256, path, duration_s, source, speaker, queue, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                # rowids only grow, even past deleted clips: the Hub sync's cursor relies on it
+                """INSERT INTO clips (rowid, sha256, path, duration_s, source, speaker, queue, created_at, private, session)
+                   VALUES (MAX(COALESCE((SELECT MAX(rowid) FROM clips), 0),
+                               COALESCE((SELECT MAX(clip_rowid) FROM deletions), 0)) + 1,
+                           ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(sha256) DO UPDATE SET
                      speaker = COALESCE(clips.speaker, excluded.speaker),
-                     queue = COALESCE(excluded.queue, clips.queue)""",
-                (sha, relative, pcm.size / SAMPLE_RATE, sanitize_source(source), speaker, queue, _now()),
+                     queue = CASE WHEN excluded.private OR clips.private THEN clips.queue
+                                  ELSE COALESCE(excluded.queue, clips.queue) END""",
+                (sha, relative, pcm.size / SAMPLE_RATE, sanitize_source(source), speaker, queue, _now(),
+                 int(private), _clean_text(session, 100) or None),
             )
+            if before is not None:
+                after = conn.execute("SELECT queue, private FROM clips WHERE sha256 = ?", (sha,)).fetchone()
+                if tuple(after) != tuple(before):  # re-queued or made public: may now sit behind a frontier
+                    self._requeued(conn, [sha])
         return sha
+
+    @staticmethod
+    def _requeued(conn: sqlite3.Connection, shas: list[str]) -> None:
+        """Keep ``done`` in step with clips whose queue or privacy changed; forget every frontier."""
+        for sha in shas:
+            conn.execute(
+                """UPDATE done SET queue = (SELECT queue FROM clips WHERE sha256 = ?1),
+                     public = (SELECT 1 - private FROM clips WHERE sha256 = ?1) WHERE sha256 = ?1""",
+                (sha,),
+            )
+        conn.execute("DELETE FROM frontier")
+
+    @staticmethod
+    def _mark_done(conn: sqlite3.Connection, annotator: str, sha: str) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO done SELECT ?, sha256, queue, 1 - private FROM clips WHERE sha256 = ?",
+            (annotator, sha),
+        )
 
     @staticmethod
     def _write_clip_file(path: Path, pcm: np.ndarray) -> None:
@@ -375,16 +444,24 @@ class AnnotationStore:
                        VALUES (?, ?, ?, ?, ?, ?, ?)""",
                     (sha, _check_annotator(annotator), emotion, _clean_text(note, 2000), _now(), model_version, probs),
                 )
+                self._mark_done(conn, _check_annotator(annotator), sha)
                 return int(cursor.lastrowid)
         except sqlite3.IntegrityError:
             raise KeyError(f"no clip {sha} in the store") from None
 
-    def undo_last(self, annotator: str) -> int | None:
-        """Withdraw this annotator's latest label (kept in the table, marked undone)."""
+    def undo_last(self, annotator: str, among: Iterable[int] | None = None) -> int | None:
+        """Withdraw this annotator's latest label (kept in the table, marked undone).
+
+        ``among`` limits it to those label ids (a browser session's own saves: without logins a
+        typed name proves nothing, so a page may only undo what it saved itself)."""
+        allowed = None if among is None else [int(i) for i in among]
+        if allowed is not None and not allowed:
+            return None
         with self._write() as conn:
+            only = "" if allowed is None else f" AND id IN ({','.join('?' * len(allowed))})"
             row = conn.execute(
-                "SELECT id FROM labels WHERE annotator = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
-                (_check_annotator(annotator),),
+                f"SELECT id FROM labels WHERE annotator = ? AND undone_at IS NULL{only} ORDER BY id DESC LIMIT 1",
+                (_check_annotator(annotator), *(allowed or ())),
             ).fetchone()
             if row is None:
                 return None
@@ -393,12 +470,23 @@ class AnnotationStore:
                      undo_seq = (SELECT COALESCE(MAX(undo_seq), 0) + 1 FROM labels) WHERE id = ?""",
                 (_now(), row["id"]),
             )
+            name = _check_annotator(annotator)
+            conn.execute(
+                """DELETE FROM done WHERE annotator = ?1 AND sha256 = (SELECT sha256 FROM labels WHERE id = ?2)
+                     AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.sha256 = done.sha256 AND l.annotator = ?1
+                                     AND l.undone_at IS NULL)
+                     AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.sha256 = done.sha256 AND s.annotator = ?1)""",
+                (name, row["id"]),
+            )
+            conn.execute("DELETE FROM frontier WHERE annotator = ?", (name,))
             return int(row["id"])
 
     def count_labels(self, annotator: str | None = None) -> int:
+        """Standing labels (of ``annotator``, cleaned as ``add_label`` cleans it, or of everyone)."""
+        if annotator is None:
+            return int(self._read("SELECT COUNT(*) FROM labels WHERE undone_at IS NULL")[0][0])
         rows = self._read(
-            "SELECT COUNT(*) FROM labels WHERE undone_at IS NULL AND (?1 IS NULL OR annotator = ?1)",
-            (annotator,),
+            "SELECT COUNT(*) FROM labels WHERE annotator = ? AND undone_at IS NULL", (_check_annotator(annotator),)
         )
         return int(rows[0][0])
 
@@ -420,6 +508,7 @@ class AnnotationStore:
                 "INSERT OR IGNORE INTO skips (sha256, annotator, created_at) VALUES (?, ?, ?)",
                 (_check_sha(sha), _check_annotator(annotator), _now()),
             )
+            self._mark_done(conn, _check_annotator(annotator), sha)
 
     def set_prediction(self, sha: str, model_version: str, probs: dict[str, float]) -> None:
         """Keep a model's guess for a clip: it pre-fills the form and orders the queue."""
@@ -430,6 +519,16 @@ class AnnotationStore:
                    VALUES (?, ?, ?, ?, ?)""",
                 (_check_sha(sha), str(model_version), json.dumps(clean), max(clean.values(), default=0.0), _now()),
             )
+            rank = max(clean.values(), default=0.0)
+            row = conn.execute("SELECT rowid, queue, rank FROM clips WHERE sha256 = ?", (sha,)).fetchone()
+            if row is not None and row["rank"] != rank:
+                conn.execute("UPDATE clips SET rank = ? WHERE sha256 = ?", (rank, sha))
+                # a clip that moved ahead of a frontier must be found again: pull those frontiers back
+                conn.execute(
+                    """UPDATE frontier SET rank = ?1, rid = ?2 WHERE ord = 'least_confident'
+                         AND (queue = '' OR queue = ?3) AND (rank, rid) > (?1, ?2)""",
+                    (rank, row["rowid"], row["queue"] or ""),
+                )
 
     def prediction_for(self, sha: str) -> dict[str, float] | None:
         rows = self._read(
@@ -437,14 +536,16 @@ class AnnotationStore:
         )
         return json.loads(rows[0]["probs"]) if rows else None
 
-    _PENDING = """FROM clips c WHERE (:queue IS NULL OR c.queue = :queue)
-        AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.sha256 = c.sha256 AND l.annotator = :annotator
-                        AND l.undone_at IS NULL)
-        AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.sha256 = c.sha256 AND s.annotator = :annotator)
+    # Pending clips: in the queue (any queue when None), public, and not in this annotator's
+    # ``done`` (a standing label or a skip). The ORDER BY follows an index and starts at the
+    # annotator's frontier (every clip before it is done), so a call costs a few index lookups
+    # however many clips the store and the annotator have.
+    _NOT_DONE = """c.private = 0
+        AND NOT EXISTS (SELECT 1 FROM done d WHERE d.annotator = :annotator AND d.sha256 = c.sha256)
         AND (:max_labels IS NULL OR (SELECT COUNT(DISTINCT annotator) FROM labels l
              WHERE l.sha256 = c.sha256 AND l.undone_at IS NULL) < :max_labels)"""
-    _CONFIDENCE = """(SELECT p.confidence FROM predictions p WHERE p.sha256 = c.sha256
-                      ORDER BY p.created_at DESC LIMIT 1)"""
+    _KEYS = {"fifo": ("c.rowid >= :rid", "c.rowid"),
+             "least_confident": ("(c.rank, c.rowid) >= (:rank, :rid)", "c.rank, c.rowid")}
 
     def next_clip(
         self, annotator: str, queue: str | None = None, order: str = "fifo", max_labels: int | None = None
@@ -453,18 +554,39 @@ class AnnotationStore:
 
         ``least_confident`` serves the clips the model is least sure about first (active learning);
         clips without a prediction come after, oldest first. ``max_labels`` stops serving a clip
-        once that many people have labelled it.
+        once that many people have labelled it. Private clips (Demo recordings) are never served.
         """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-        ordering = "c.rowid" if order == "fifo" else f"{self._CONFIDENCE} IS NULL, {self._CONFIDENCE}, c.rowid"
-        params = {"queue": queue, "annotator": _check_annotator(annotator), "max_labels": max_labels}
-        rows = self._read(f"SELECT c.sha256 {self._PENDING} ORDER BY {ordering} LIMIT 1", params)
-        return rows[0]["sha256"] if rows else None
+        name = _check_annotator(annotator)
+        in_queue = "c.queue = :queue" if queue is not None else "1"
+        after, ordering = self._KEYS[order]
+        params = {"queue": queue, "annotator": name, "max_labels": max_labels, "rank": -1.0, "rid": 0}
+        sql = (f"SELECT c.sha256, c.rank, c.rowid AS rid FROM clips c WHERE {in_queue} AND {after} AND "
+               f"{self._NOT_DONE} ORDER BY {ordering} LIMIT 1")
+        key = (name, queue if queue is not None else "", order)
+        with self._write() as conn:  # the frontier must not move past a clip another thread just put back
+            front = conn.execute("SELECT rank, rid FROM frontier WHERE annotator = ? AND queue = ? AND ord = ?",
+                                 key).fetchone()
+            if front is not None and max_labels is None:  # max_labels: clips are not done for good
+                params.update(rank=front["rank"], rid=front["rid"])
+            row = conn.execute(sql, params).fetchone()
+            if row is not None and max_labels is None and (front is None or tuple(front) != (row["rank"], row["rid"])):
+                conn.execute("INSERT OR REPLACE INTO frontier VALUES (?, ?, ?, ?, ?)", (*key, row["rank"], row["rid"]))
+        return row["sha256"] if row else None
 
     def count_remaining(self, annotator: str, queue: str | None = None, max_labels: int | None = None) -> int:
+        """How many clips ``next_clip`` would still serve: the queue's public clips minus this
+        annotator's done ones (two index counts)."""
         params = {"queue": queue, "annotator": _check_annotator(annotator), "max_labels": max_labels}
-        return int(self._read(f"SELECT COUNT(*) {self._PENDING}", params)[0][0])
+        in_queue = "c.queue = :queue" if queue is not None else "1"
+        if max_labels is not None:
+            return int(self._read(f"SELECT COUNT(*) FROM clips c WHERE {in_queue} AND {self._NOT_DONE}", params)[0][0])
+        total = self._read(f"SELECT COUNT(*) FROM clips c WHERE {in_queue} AND c.private = 0", params)[0][0]
+        in_done_queue = "queue = :queue" if queue is not None else "1"
+        done = self._read(f"SELECT COUNT(*) FROM done WHERE annotator = :annotator AND public = 1 AND {in_done_queue}",
+                          params)[0][0]
+        return int(total) - int(done)
 
     # -- agreement ----------------------------------------------------------------------------------
 
@@ -531,7 +653,20 @@ class AnnotationStore:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM model_versions WHERE version = ?", (version,)).fetchone() is None:
                 raise KeyError(f"no model version {version!r} registered")
-            conn.execute("UPDATE model_versions SET active = (version = ?)", (version,))
+            now = _now()
+            conn.execute(
+                """UPDATE model_versions SET active = (version = ?1),
+                     activated_at = CASE WHEN version = ?1 AND active = 0 THEN ?2 ELSE activated_at END""",
+                (version, now),
+            )
+
+    def previous_model(self) -> dict[str, Any] | None:
+        """The model that served before the active one (what a rollback returns to), or None."""
+        rows = self._read(
+            """SELECT * FROM model_versions WHERE active = 0 AND activated_at IS NOT NULL
+               ORDER BY activated_at DESC LIMIT 1"""
+        )
+        return _model_dict(rows[0]) if rows else None
 
     def active_model(self) -> dict[str, Any] | None:
         rows = self._read("SELECT * FROM model_versions WHERE active = 1")
@@ -539,6 +674,94 @@ class AnnotationStore:
 
     def list_models(self) -> list[dict[str, Any]]:
         return [_model_dict(row) for row in self._read("SELECT * FROM model_versions ORDER BY created_at, version")]
+
+    # -- deletion and retention ----------------------------------------------------------------------
+
+    def publish_clips(self, queue: str, shas: Iterable[str] | None = None) -> int:
+        """Put private clips (Demo recordings) in ``queue`` so annotators are served them (all, or ``shas``)."""
+        queue = _clean_text(queue, 100)
+        if not queue:
+            raise ValueError("a queue name is required")
+        with self._write() as conn:
+            if shas is None:
+                cursor = conn.execute("UPDATE clips SET private = 0, queue = ? WHERE private = 1", (queue,))
+            else:
+                ids = [_check_sha(sha) for sha in shas]
+                cursor = conn.execute(
+                    f"UPDATE clips SET private = 0, queue = ? WHERE private = 1 AND sha256 IN ({','.join('?' * len(ids))})",
+                    (queue, *ids),
+                )
+            changed = int(cursor.rowcount)
+            conn.execute("""UPDATE done SET queue = (SELECT queue FROM clips c WHERE c.sha256 = done.sha256),
+                              public = 1 WHERE public = 0
+                              AND sha256 IN (SELECT sha256 FROM clips WHERE private = 0)""")
+            conn.execute("DELETE FROM frontier")
+            return changed
+
+    def count_private(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM clips WHERE private = 1")[0][0])
+
+    def session_clips(self, session: str) -> list[str]:
+        """The clips one browser session saved (what its visitor may delete)."""
+        session = _clean_text(session, 100)
+        if not session:
+            return []
+        return [row[0] for row in self._read("SELECT sha256 FROM clips WHERE session = ? ORDER BY rowid", (session,))]
+
+    def delete_clips(self, shas: Iterable[str], reason: str) -> int:
+        """Delete clips with every label, skip and prediction of them, and their files; each deletion
+        is recorded (without the audio) so replicas such as the Hub sync can honour it."""
+        ids = sorted({_check_sha(sha) for sha in shas})
+        if not ids:
+            return 0
+        paths = []
+        with self._write() as conn:
+            now = _now()
+            for sha in ids:
+                row = conn.execute("SELECT rowid, path FROM clips WHERE sha256 = ?", (sha,)).fetchone()
+                if row is None:
+                    continue
+                for table in ("labels", "skips", "predictions", "done", "clips"):
+                    conn.execute(f"DELETE FROM {table} WHERE sha256 = ?", (sha,))
+                conn.execute(
+                    "INSERT INTO deletions (sha256, path, reason, deleted_at, clip_rowid) VALUES (?, ?, ?, ?, ?)",
+                    (sha, row["path"], _clean_text(reason, 200), now, row["rowid"]),
+                )
+                paths.append(self.root / row["path"])
+        with self._guard():
+            for path in paths:  # after the commit: a crash in between leaves a file no row points at
+                path.unlink(missing_ok=True)
+        return len(paths)
+
+    def delete_session(self, session: str) -> int:
+        """Everything one browser session saved: its clips (with all their labels) and files."""
+        return self.delete_clips(self.session_clips(session), "deleted by the visitor who saved it")
+
+    def delete_annotator(self, annotator: str) -> tuple[int, int]:
+        """Every label and skip of one annotator, and the private clips (their Demo recordings) they
+        labelled; returns (labels, clips) deleted."""
+        name = _check_annotator(annotator)
+        own = [row[0] for row in self._read(
+            """SELECT DISTINCT c.sha256 FROM labels l JOIN clips c ON c.sha256 = l.sha256
+               WHERE l.annotator = ? AND c.private = 1""", (name,))]
+        labels = int(self._read("SELECT COUNT(*) FROM labels WHERE annotator = ?", (name,))[0][0])
+        clips = self.delete_clips(own, f"everything from annotator {name} deleted by an admin")
+        with self._write() as conn:
+            conn.execute("DELETE FROM labels WHERE annotator = ?", (name,))
+            for table in ("skips", "done", "frontier"):
+                conn.execute(f"DELETE FROM {table} WHERE annotator = ?", (name,))
+            conn.execute("INSERT INTO deletions (sha256, path, reason, deleted_at) VALUES ('', '', ?, ?)",
+                         (f"labels of annotator {name}", _now()))
+        return int(labels), clips
+
+    def purge_older_than(self, days: float) -> int:
+        """Delete every clip saved more than ``days`` ago (the retention limit), with its labels."""
+        if not days > 0:
+            raise ValueError(f"the retention limit must be a positive number of days, got {days}")
+        cutoff = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() - days * 86400, timezone.utc)
+        old = [row[0] for row in self._read("SELECT sha256 FROM clips WHERE created_at < ?",
+                                            (cutoff.isoformat(timespec="microseconds"),))]
+        return self.delete_clips(old, f"older than the {days:g}-day retention limit")
 
     # -- training data ------------------------------------------------------------------------------------
 
@@ -649,19 +872,22 @@ class AnnotationStore:
 
         Lets a replica (the Hub sync) ship only new rows, append-only, without ever rewriting old ones.
         """
-        cursor = {"clips": 0, "labels": 0, "undos": 0, **(cursor or {})}
+        cursor = {"clips": 0, "labels": 0, "undos": 0, "deletions": 0, **(cursor or {})}
         clips = self._read("SELECT rowid AS seq, * FROM clips WHERE rowid > ? ORDER BY rowid", (cursor["clips"],))
         labels = self._read("SELECT * FROM labels WHERE id > ? ORDER BY id", (cursor["labels"],))
         undos = self._read(
             "SELECT id, annotator, undone_at, undo_seq FROM labels WHERE undo_seq > ? ORDER BY undo_seq",
             (cursor["undos"],),
         )
+        deletions = self._read("SELECT * FROM deletions WHERE seq > ? ORDER BY seq", (cursor["deletions"],))
         changes = {
             "clips": [dict(row) for row in clips],
             "labels": [_label_dict(row) for row in labels],
             "undos": [dict(row) for row in undos],
+            "deletions": [dict(row) for row in deletions],
         }
         new_cursor = {
+            "deletions": deletions[-1]["seq"] if deletions else cursor["deletions"],
             "clips": clips[-1]["seq"] if clips else cursor["clips"],
             "labels": labels[-1]["id"] if labels else cursor["labels"],
             "undos": undos[-1]["undo_seq"] if undos else cursor["undos"],

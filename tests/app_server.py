@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from ser.ui import AppConfig, build_app
+from ser.ui.app import security_options
 
 
 def free_port() -> int:
@@ -36,8 +37,8 @@ def running_app(config: AppConfig, **launch: object) -> Iterator[tuple[object, s
         patch.setenv("SER_RUNTIME", "eager")  # the ONNX runtime check is ser.runtime's to test, not the app's
         app = build_app(config)
         port = free_port()
-        app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, max_file_size="5mb",
-                   **launch)
+        options = {**security_options(config), "max_file_size": "5mb", **launch}  # the protections app.py launches with
+        app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **options)
         try:
             yield app, f"http://127.0.0.1:{port}/"
         finally:

@@ -20,6 +20,7 @@ from tests.app_server import running_app, tone
 from tests.tiny_models import LABELS, save_tiny_wav2vec2
 
 MAX_DURATION_S = 20.0
+ADMIN_TOKEN = "test-admin-token"
 
 
 def tiny_model(folder: Path, labels: list[str]) -> Path:
@@ -62,7 +63,7 @@ def _write(path: Path, data: bytes) -> Path:
 def server(workdir: Path, model_dir: Path):
     config = AppConfig(
         model=str(model_dir), store=workdir / "store", models_dir=workdir / "models",
-        max_duration_s=MAX_DURATION_S,
+        max_duration_s=MAX_DURATION_S, data_roots=(workdir,), admin_token=ADMIN_TOKEN,
     )
     with running_app(config) as served:
         yield served
@@ -139,7 +140,8 @@ def test_bad_audio_gives_a_readable_error(client: Client, clips, clip: str, expe
 
 def test_save_correction_then_undo(client: Client, server, clips) -> None:
     store = store_of(server)
-    status = client.predict(handle_file(clips["short"]), "angry", "sounds cross", "carol", api_name="/save_correction")
+    status = client.predict(handle_file(clips["short"]), "angry", "sounds cross", "carol", True,
+                            api_name="/save_correction")
     assert "carol" in status and "**1**" in status
     (sha, votes), = [(sha, by) for sha, by in store.votes().items() if "carol" in by]
     label = store.labels_for(sha)[-1]
@@ -149,12 +151,12 @@ def test_save_correction_then_undo(client: Client, server, clips) -> None:
 
     assert "**0**" in client.predict("carol", api_name="/undo_correction")
     assert store.count_labels("carol") == 0
-    assert "no saved label" in client.predict("carol", api_name="/undo_correction")
+    assert "no label saved" in client.predict("carol", api_name="/undo_correction")
 
 
 def test_save_needs_an_annotator_name(client: Client, clips) -> None:
     with pytest.raises(AppError, match="name"):
-        client.predict(handle_file(clips["short"]), "sad", "", "  ", api_name="/save_correction")
+        client.predict(handle_file(clips["short"]), "sad", "", "  ", True, api_name="/save_correction")
 
 
 def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: Path, clips, tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: 
         with pytest.raises(ValueError, match="^Could not login to "):
             Client(url, verbose=False, download_files=str(tmp_path), auth=("ann", "wrong"))
         client = Client(url, verbose=False, download_files=str(tmp_path), auth=("ann", "secret"))
-        client.predict(handle_file(clips["short"]), "sad", "", "mallory", api_name="/save_correction")
+        client.predict(handle_file(clips["short"]), "sad", "", "mallory", True, api_name="/save_correction")
         store = app.ser_context.store
         assert store.count_labels("ann") == 1 and store.count_labels("mallory") == 0
 
@@ -175,7 +177,7 @@ def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: 
 def test_two_annotators_each_keep_their_own_place(server, clips, tmp_path: Path) -> None:
     alice = Client(server[1], verbose=False, download_files=str(tmp_path / "a"))
     bob = Client(server[1], verbose=False, download_files=str(tmp_path / "b"))
-    report, _ = alice.predict(str(clips["queue"]), None, "pair", api_name="/load_queue")
+    report, _ = alice.predict(str(clips["queue"]), None, "pair", ADMIN_TOKEN, api_name="/load_queue")
     assert "Added **3** clips" in report
 
     audio, choice, guess, info, _, _ = alice.predict("alice", "pair", "fifo", api_name="/next_clip")
@@ -203,11 +205,13 @@ def test_two_annotators_each_keep_their_own_place(server, clips, tmp_path: Path)
     assert counts["alice"] == 1 and counts["bob"] == 1
 
 
-def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, tmp_path: Path) -> None:
-    table = tmp_path / "queue.csv"
-    labelled = tone(tmp_path / "labelled.wav", 1.0, 900)
+def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, workdir: Path) -> None:
+    folder = workdir / "csv-queue"  # under the server's --data-root
+    folder.mkdir()
+    table = folder / "queue.csv"
+    labelled = tone(folder / "labelled.wav", 1.0, 900)
     table.write_text(f"path,label\n{labelled.name},angry\n{clips['short']},\nmissing.wav,sad\n")
-    report, _ = client.predict(str(table), None, "csv", api_name="/load_queue")
+    report, _ = client.predict(str(table), None, "csv", ADMIN_TOKEN, api_name="/load_queue")
     assert "Added **2** clips" in report and "Skipped 1" in report
     store = store_of(server)
     assert store.count_labels(f"import:{table.name}") == 1
@@ -223,12 +227,27 @@ def test_switch_model_and_back(client: Client, server, workdir: Path, clips) -> 
     versions = {row[0] for row in table["data"]}
     assert {"tiny-a", "tiny-b"} <= versions and dropdown["value"] == "tiny-a"
     try:
-        status, info, _, _ = client.predict("tiny-b", api_name="/switch_model")
+        status, info, _, _ = client.predict("tiny-b", ADMIN_TOKEN, api_name="/switch_model")
         assert "tiny-b" in status and "tiny-b" in info
         bars, *_ = client.predict(handle_file(clips["short"]), api_name="/predict")
         assert set(confidences(bars)) == {"calm", "fearful", "boredom"}
         assert store_of(server).active_model()["version"] == "tiny-b"
     finally:
-        client.predict("tiny-a", api_name="/switch_model")
+        client.predict("tiny-a", ADMIN_TOKEN, api_name="/switch_model")
     with pytest.raises(AppError, match="nope"):
-        client.predict("nope", api_name="/switch_model")
+        client.predict("nope", ADMIN_TOKEN, api_name="/switch_model")
+
+
+def test_security_settings_from_flags_and_env(tmp_path: Path) -> None:
+    plain = parse_config([], env={})
+    assert (plain.data_roots, plain.admins, plain.admin_token, plain.retention_days) == ((), (), None, None)
+    env = {"SER_ADMIN_TOKEN": "s3cret", "SER_DATA_ROOTS": f"{tmp_path}/a:{tmp_path}/b", "SER_ADMINS": "alice",
+           "SER_RETENTION_DAYS": "30"}
+    from_env = parse_config([], env=env)
+    assert from_env.data_roots == (tmp_path / "a", tmp_path / "b") and from_env.admins == ("alice",)
+    assert from_env.admin_token == "s3cret" and from_env.retention_days == 30.0
+    assert "s3cret" not in repr(from_env)  # the token never lands in a log line
+    flags = parse_config(["--data-root", str(tmp_path), "--admins", "bob, carol", "--annotators", "dan",
+                          "--max-decodes", "0"], env=env)
+    assert flags.data_roots == (tmp_path,) and flags.admins == ("bob", "carol") and flags.annotators == ("dan",)
+    assert flags.max_decodes == 1

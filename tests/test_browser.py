@@ -23,6 +23,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-quic",
 ]
 TIMEOUT_MS = 30_000
+ADMIN_TOKEN = "browser-admin-token"
 
 
 def require_browser() -> None:
@@ -43,7 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     queue.mkdir()
     for index in range(2):
         tone(queue / f"clip{index}.wav", 1.0, 300 + 150 * index)
-    with running_app(AppConfig(model=str(model), store=root / "store")) as (app, url):
+    config = AppConfig(model=str(model), store=root / "store", data_roots=(root,), admin_token=ADMIN_TOKEN)
+    with running_app(config) as (app, url):
         yield app, url, root
 
 
@@ -92,6 +94,7 @@ def test_upload_predict_and_correct(page, served, tmp_path: Path) -> None:
 
     page.locator("#relabel-choice").get_by_text("angry", exact=True).click()
     text_box(page, "relabel-annotator").fill("dora")
+    page.locator("#relabel-consent input[type=checkbox]").check()  # agrees to keeping the recording
     page.locator("#relabel-save").click()
     page.locator("#relabel-status").get_by_text("dora, you have saved").wait_for()
     assert screenshot(page, tmp_path, "demo-tab.png").stat().st_size > 10_000
@@ -104,6 +107,7 @@ def test_upload_predict_and_correct(page, served, tmp_path: Path) -> None:
 def test_annotate_with_the_keyboard(page, served, tmp_path: Path) -> None:
     app, _, root = served
     page.get_by_role("tab", name="Annotate").click()
+    page.locator("#admin-token input").fill(ADMIN_TOKEN)  # server folders are for admins only
     page.get_by_text("Load clips into a queue").click()
     text_box(page, "queue-source").fill(str(root / "queue"))
     page.locator("#queue-load").click()

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
+from ser.audio import SAMPLE_RATE
 from ser.store import ORDERS
-from ser.ui.clip_sources import SourceClip, iter_files, iter_source
+from ser.ui.clip_sources import NO_ROOTS, SourceClip, iter_files, iter_source
 from ser.ui.context import AppContext
 from ser.ui.keyboard import SHORTCUTS_HELP
+from ser.ui.roles import Role, login_of, require
 from ser.ui.users import annotator_name, labels_saved, message, user_errors
 
 IMPORT_PREFIX = "import:"  # labels that came with a queue's CSV or dataset are filed under this annotator
@@ -46,7 +49,12 @@ def load_queue(context: AppContext, clips: list[SourceClip], queue: str, origin:
             sha = store.add_clip(waveform, source=clip.name, speaker=clip.speaker, queue=queue)
             store.set_prediction(sha, model.version, model.predict(waveform))
             if clip.label:
-                store.add_label(sha, f"{IMPORT_PREFIX}{origin}", clip.label, note="label from the queue's source")
+                try:
+                    store.add_label(sha, f"{IMPORT_PREFIX}{origin}", clip.label, note="label from the queue's source")
+                except ValueError:
+                    if clip.from_table:  # a table's cells are never echoed: it may be any file on the server
+                        raise ValueError("its label is not an emotion this app knows") from None
+                    raise
         except (ValueError, KeyError, OSError) as error:  # InvalidAudio is a ValueError
             failures.append(f"{clip.name}: {message(error)}")
             continue
@@ -97,7 +105,14 @@ def agreement_tables(context: AppContext) -> tuple[pd.DataFrame, pd.DataFrame, s
     return pd.DataFrame(clip_rows, columns=clip_columns), pd.DataFrame(annotator_rows, columns=annotator_columns), figures
 
 
-def build_annotate_tab(context: AppContext) -> gr.Textbox:
+def clip_audio_value(waveform: np.ndarray) -> tuple[int, np.ndarray]:
+    """A stored clip as (rate, PCM16) for ``gr.Audio``: Gradio writes it to its own cache, so the page
+    plays it wherever the store lives (a store path outside the working directory and the temp
+    folder would be refused by Gradio's file access check)."""
+    return SAMPLE_RATE, np.clip(np.round(waveform * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def build_annotate_tab(context: AppContext, admin_token: gr.Textbox) -> gr.Textbox:
     """Lay out the Annotate tab inside the current Blocks; returns its annotator box (filled on login)."""
     labels = context.predictor.labels
     known_queues = {"default"}
@@ -106,7 +121,7 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
         with gr.Accordion("Load clips into a queue", open=False):
             with gr.Row():
                 source = gr.Textbox(
-                    label="Folder, CSV (path,label,speaker) or saved dataset (save_to_disk folder) on the server",
+                    label="Admins: folder, CSV (path,label,speaker) or saved dataset under the server's --data-root",
                     elem_id="queue-source",
                 )
                 uploads = gr.File(label="...or upload audio files / a CSV", file_count="multiple", height=140,
@@ -150,7 +165,8 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
             done = f"No clips left for **{name}**" + (f" in queue **{queue_key}**." if queue_key else ".")
             return None, state, gr.Radio(value=None), None, done, note_text
         model = context.predictor
-        probs = model.predict(store.load_clip(sha))
+        waveform = store.load_clip(sha)
+        probs = model.predict(waveform)
         store.set_prediction(sha, model.version, probs)
         info = store.clip_info(sha)
         others = len(store.labels_for(sha))
@@ -159,10 +175,11 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
                 f"labelled by {others} so far · {remaining} left for {name}")
         state = {"sha": sha, "probs": probs, "version": model.version, "history": history}
         radio = gr.Radio(choices=numbered_choices(model.labels), value=max(probs, key=probs.get))
-        return str(store.clip_path(sha)), state, radio, probs, text, ""
+        return clip_audio_value(waveform), state, radio, probs, text, ""
 
     def next_clip(typed_name: str, queue_value: str | None, order_value: str, state: dict | None,
                   request: gr.Request) -> tuple[Any, ...]:
+        require(context.config, request, Role.ANNOTATOR, "annotate queues")
         name = annotator_name(typed_name, request)
         history = (state or {}).get("history", [])
         with user_errors("Could not fetch the next clip"):
@@ -171,6 +188,7 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
 
     def save(typed_name: str, queue_value: str | None, order_value: str, state: dict | None, label: str | None,
              note_text: str, request: gr.Request) -> tuple[Any, ...]:
+        require(context.config, request, Role.ANNOTATOR, "annotate queues")
         name = annotator_name(typed_name, request)
         if not state or not state.get("sha"):
             raise gr.Error("No clip on screen: press 'Start / next clip' first.")
@@ -187,6 +205,7 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
 
     def skip(typed_name: str, queue_value: str | None, order_value: str, state: dict | None,
              request: gr.Request) -> tuple[Any, ...]:
+        require(context.config, request, Role.ANNOTATOR, "annotate queues")
         name = annotator_name(typed_name, request)
         if not state or not state.get("sha"):
             raise gr.Error("No clip on screen: press 'Start / next clip' first.")
@@ -198,13 +217,16 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
 
     def undo(typed_name: str, queue_value: str | None, order_value: str, state: dict | None,
              request: gr.Request) -> tuple[Any, ...]:
+        require(context.config, request, Role.ANNOTATOR, "annotate queues")
         name = annotator_name(typed_name, request)
         history = list((state or {}).get("history", []))
         store = context.store
         with user_errors("Could not undo"):
-            undone = store.undo_last(name)
+            # With a login, your own labels; without, a typed name proves nothing: only this page's saves.
+            own = None if login_of(request) else [label_id for label_id, _ in history]
+            undone = store.undo_last(name, among=own)
             if undone is None:
-                raise gr.Error(f"{name}, you have no saved label to undo.")
+                raise gr.Error(f"{name}, you have no label saved from this page to undo.")
             if history and history[-1][0] == undone:  # bring back the clip whose label was withdrawn
                 sha = history.pop()[1]
             else:
@@ -212,22 +234,31 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
             served = serve(sha, name, queue_value, history, "")
         return (*served, f"Undid your last label. {labels_saved(name, store.count_labels(name))}")
 
-    def add_to_queue(source_text: str, files: list[str] | None, queue_text: str,
-                     progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
+    def add_to_queue(source_text: str, files: list[str] | None, queue_text: str, token: str | None,
+                     request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
         queue_key = (queue_text or "").strip() or "default"
-        if not (source_text or "").strip() and not files:
+        source_text = (source_text or "").strip()
+        if not source_text and not files:
             raise gr.Error("Give a folder, CSV or dataset path, or upload some clips.")
+        config = context.config
+        if source_text:  # the same refusal whatever the path: it must not tell what exists
+            require(config, request, Role.ADMIN, "load clips from server folders", token)
+        role = require(config, request, Role.ANNOTATOR, "add clips to annotation queues", token)
+        roots = context.data_roots if role is Role.ADMIN else NO_ROOTS  # a table's rows may name server files
         with user_errors("Could not read the clips"):
             reports = []
-            if (source_text or "").strip():
-                origin = Path(source_text.strip()).name
-                reports.append(load_queue(context, list(iter_source(source_text.strip())), queue_key, origin, progress))
+            if source_text:
+                origin = Path(source_text).name
+                reports.append(load_queue(context, list(iter_source(source_text, roots, context.load_audio)),
+                                          queue_key, origin, progress))
             if files:
-                reports.append(load_queue(context, list(iter_files(files)), queue_key, "upload", progress))
+                reports.append(load_queue(context, list(iter_files(files, roots, context.load_audio)), queue_key,
+                                          "upload", progress))
         known_queues.add(queue_key)
         return " ".join(reports), gr.Dropdown(value=queue_key, choices=sorted(known_queues))
 
-    def refresh() -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    def refresh(request: gr.Request) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+        require(context.config, request, Role.ANNOTATOR, "see the annotators' agreement")
         with user_errors("Could not compute agreement"):
             clips, annotators, text = agreement_tables(context)
         return text, clips, annotators
@@ -239,7 +270,7 @@ def build_annotate_tab(context: AppContext) -> gr.Textbox:
     note.submit(save, [*position, choice, note], served, api_visibility="private")
     skip_button.click(skip, position, served, api_name="annotate_skip")
     undo_button.click(undo, position, served, api_name="annotate_undo")
-    load_button.click(add_to_queue, [source, uploads, queue_name], [load_status, queue], api_name="load_queue",
-                      concurrency_limit=1)
+    load_button.click(add_to_queue, [source, uploads, queue_name, admin_token], [load_status, queue],
+                      api_name="load_queue", concurrency_limit=1)
     refresh_button.click(refresh, None, [figures, clips_table, annotators_table], api_name="agreement")
     return annotator

@@ -11,7 +11,7 @@ import argparse
 import os
 import shlex
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SPACES_DATA = Path("/data")
@@ -27,7 +27,7 @@ class AppConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: tuple[tuple[str, str], ...] = ()
+    auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     max_file_size: str = "25mb"
     max_duration_s: float | None = None  # None: ser.audio's limit
     window_s: float = 3.0
@@ -36,6 +36,13 @@ class AppConfig:
     queue_max_size: int = 64
     retrain_args: tuple[str, ...] = ()  # extra flags for `finetune retrain`, e.g. a base corpus
     analytics: bool = False  # Gradio's usage analytics: off unless the user turns them on
+    data_roots: tuple[Path, ...] = ()  # server folders the Annotate tab may read; none: uploads only
+    admins: tuple[str, ...] = ()  # logins (with auth) that may retrain, switch models and read data roots
+    annotators: tuple[str, ...] = ()  # logins (with auth) that may annotate queues; empty: every login
+    admin_token: str | None = field(default=None, repr=False)  # SER_ADMIN_TOKEN: typed into the page, makes that request an admin's
+    retention_days: float | None = None  # clips older than this may be purged by an admin
+    max_decodes: int = 2  # audio decodes at once across every event (each can hold ~100s of MB)
+    cache_max_age_s: int = 3600  # uploads and served audio in Gradio's cache are deleted after this
 
     @property
     def retrain_out(self) -> Path:
@@ -67,6 +74,16 @@ def parse_auth(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def parse_names(text: str | None) -> tuple[str, ...]:
+    """``alice,bob`` -> ("alice", "bob")."""
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
+
+
+def parse_roots(text: str | None) -> tuple[Path, ...]:
+    """``/data/a:/data/b`` (os.pathsep-separated, as PATH) -> paths."""
+    return tuple(Path(part) for part in (text or "").split(os.pathsep) if part.strip())
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     spaces = on_spaces(env)
     parser = argparse.ArgumentParser(description="Speech emotion recognition: demo, annotation and retraining app.")
@@ -93,6 +110,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         default=env.get("GRADIO_ANALYTICS_ENABLED", "").strip().lower() == "true",
                         help="send Gradio's usage analytics to its developers (off by default) "
                              "[GRADIO_ANALYTICS_ENABLED=True]")
+    parser.add_argument("--data-root", dest="data_roots", type=Path, action="append", default=None,
+                        help="a server folder whose audio, CSVs and saved datasets admins may queue (repeatable) "
+                             "[SER_DATA_ROOTS, separated by ':'; default none: uploads only]")
+    parser.add_argument("--admins", type=parse_names, default=parse_names(env.get("SER_ADMINS")),
+                        help="logins (with --auth) that may retrain, switch models and load server folders [SER_ADMINS]")
+    parser.add_argument("--annotators", type=parse_names, default=parse_names(env.get("SER_ANNOTATORS")),
+                        help="logins (with --auth) that may annotate queues; default every login [SER_ANNOTATORS]")
+    parser.add_argument("--retention-days", type=float,
+                        default=float(env["SER_RETENTION_DAYS"]) if env.get("SER_RETENTION_DAYS") else None,
+                        help="keep stored clips this many days; an admin purges older ones [SER_RETENTION_DAYS]")
+    parser.add_argument("--max-decodes", type=int, default=2, help="audio files decoded at once, across every event")
+    parser.add_argument("--cache-max-age", type=int, default=3600,
+                        help="seconds Gradio keeps uploads and served audio in its cache (default 3600)")
     return parser
 
 
@@ -121,4 +151,11 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         queue_max_size=args.queue_size,
         retrain_args=tuple(shlex.split(args.retrain_args)),
         analytics=args.analytics,
+        data_roots=tuple(args.data_roots) if args.data_roots else parse_roots(env.get("SER_DATA_ROOTS")),
+        admins=args.admins,
+        annotators=args.annotators,
+        admin_token=env.get("SER_ADMIN_TOKEN") or None,  # a secret: never a flag (it would show in `ps`)
+        retention_days=args.retention_days,
+        max_decodes=max(1, args.max_decodes),
+        cache_max_age_s=max(1, args.cache_max_age),
     )

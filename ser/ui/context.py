@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ser.audio import load_audio
+from ser.audio import InvalidAudio, load_audio
+from ser.hub_sync import start_hub_sync
 from ser.model import ModelLoadError, Predictor, default_model_path
 from ser.store import AnnotationStore
 from ser.ui.config import AppConfig
+from ser.ui.sandbox import DataRoots
+
+DECODE_WAIT_S = 120.0  # a request waits this long for a decode slot, then is told the server is busy
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,14 @@ class AppContext:
     def __init__(self, config: AppConfig, predictor: Predictor | None = None) -> None:
         self.config = config
         self.store = AnnotationStore(config.store)
+        self.data_roots = DataRoots(config.data_roots)
+        # One limit on decodes across every event (predict, save, queue loading): each decode can
+        # hold a few hundred MB while it runs, and per-event limits would add up.
+        self.decode_slots = threading.BoundedSemaphore(config.max_decodes)
+        self.pending_candidate: dict[str, str] | None = None  # a retrain that needs an admin's confirmation
+        # Opt-in: with SER_HUB_DATASET and HF_TOKEN set (a Space's secrets), the store is pushed to a
+        # private dataset repo every few minutes; otherwise nothing leaves the machine.
+        self.hub_sync = start_hub_sync(self.store)
         self._lock = threading.Lock()
         self._predictor = predictor or self._initial_predictor()
 
@@ -50,10 +62,16 @@ class AppContext:
             return self._predictor
 
     def load_audio(self, source: Any) -> np.ndarray:
-        """Decode user audio with the app's length limit; raises ``InvalidAudio`` with a readable message."""
-        if self.config.max_duration_s is None:
-            return load_audio(source)
-        return load_audio(source, max_duration_s=self.config.max_duration_s)
+        """Decode user audio with the app's length limit, in one of the process's few decode slots;
+        raises ``InvalidAudio`` with a readable message."""
+        if not self.decode_slots.acquire(timeout=DECODE_WAIT_S):
+            raise InvalidAudio("The server is busy decoding other audio; try again in a minute.")
+        try:
+            if self.config.max_duration_s is None:
+                return load_audio(source)
+            return load_audio(source, max_duration_s=self.config.max_duration_s)
+        finally:
+            self.decode_slots.release()
 
     def switch_model(self, version: str) -> Predictor:
         """Load a registered model version and make it the one every new request uses."""

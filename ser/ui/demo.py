@@ -17,6 +17,7 @@ import pandas as pd
 from ser.audio import SAMPLE_RATE
 from ser.model import Predictor
 from ser.ui.context import AppContext
+from ser.ui.roles import login_of
 from ser.ui.users import annotator_name, labels_saved, user_errors
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -64,6 +65,24 @@ def example_clips(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[st
     return [[str(p)] for p in clips], named
 
 
+def consent_text(retention_days: float | None) -> str:
+    """What a visitor agrees to before their recording is kept: what, why, who sees it, for how long."""
+    kept = f"for up to {retention_days:g} days" if retention_days else "until it is deleted"
+    return (
+        "I agree that saving keeps this recording and my label on this server "
+        f"{kept}, to measure and retrain the emotion model. Annotators see it only if an admin adds it "
+        "to a queue, and I can delete what I saved during this visit with 'Delete what I saved'."
+    )
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The browser session (one page load): the owner of what it saved."""
+    session = getattr(request, "session_hash", None) if request is not None else None
+    if not session:
+        raise gr.Error("This action needs a browser session; reload the page.")
+    return str(session)
+
+
 def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
     """Lay out the Demo tab inside the current Blocks; returns the model-info line (other tabs update
     it) and the annotator box (filled in on login)."""
@@ -86,15 +105,19 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
                 )
                 note = gr.Textbox(label="Note (optional)", max_lines=2, elem_id="relabel-note")
                 annotator = gr.Textbox(label="Annotator", placeholder="your name", elem_id="relabel-annotator")
+                consent = gr.Checkbox(label=consent_text(context.config.retention_days), value=False,
+                                      elem_id="relabel-consent")
                 with gr.Row():
                     save_button = gr.Button("Save label", variant="primary", elem_id="relabel-save")
                     undo_button = gr.Button("Undo my last save", elem_id="relabel-undo")
+                    delete_button = gr.Button("Delete what I saved", variant="stop", elem_id="relabel-delete")
                 status = gr.Markdown(elem_id="relabel-status")
     timeline_plot = gr.LinePlot(
         x="time_s", y="probability", color="emotion", y_lim=[0, 1], label="Emotion over time",
         x_title="time (s)", visible=False, elem_id="demo-timeline",
     )
     last_prediction = gr.State(None)
+    saved_ids = gr.State([])  # label ids this page saved: the only ones its Undo may withdraw
 
     def predict(audio_path: str | None) -> tuple[Any, ...]:
         if not audio_path:
@@ -108,9 +131,13 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
         prediction = {"audio": audio_path, "probs": probs, "version": model.version}
         return probs, plot, model_markdown(model), gr.Radio(choices=model.labels, value=guess), prediction
 
-    def save(audio_path: str | None, label: str | None, note: str, typed_name: str,
-             prediction: dict[str, Any] | None, request: gr.Request) -> tuple[str, dict[str, Any] | None]:
+    def save(audio_path: str | None, label: str | None, note: str, typed_name: str, agreed: bool,
+             prediction: dict[str, Any] | None, saved: list[int] | None,
+             request: gr.Request) -> tuple[str, dict[str, Any] | None, list[int]]:
         name = annotator_name(typed_name, request)
+        if agreed is not True:
+            raise gr.Error("Tick the box that agrees to keeping this recording first: nothing was saved.")
+        session = session_of(request)
         if not audio_path:
             raise gr.Error("Record or upload the clip you want to label first.")
         if not label:
@@ -122,32 +149,40 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
                 probs, _ = analyse(model, waveform, context.config.window_s, context.config.hop_s)
                 prediction = {"audio": audio_path, "probs": probs, "version": model.version}
             store = context.store
-            sha = store.add_clip(waveform, source=Path(audio_path).name)
+            # private: a visitor's voice reaches annotators only when an admin queues it
+            sha = store.add_clip(waveform, source=Path(audio_path).name, private=True, session=session)
             store.set_prediction(sha, prediction["version"], prediction["probs"])
-            store.add_label(sha, name, label, note=note, model_version=prediction["version"],
-                            model_probs=prediction["probs"])
+            label_id = store.add_label(sha, name, label, note=note, model_version=prediction["version"],
+                                       model_probs=prediction["probs"])
             count = store.count_labels(name)
         guess = max(prediction["probs"], key=prediction["probs"].get)
         verdict = "confirmed the model's guess" if label == guess else f"corrected the model's *{guess}*"
-        return f"Saved **{label}** ({verdict}). {labels_saved(name, count)}", prediction
+        return (f"Saved **{label}** ({verdict}). {labels_saved(name, count)}", prediction,
+                [*(saved or []), label_id][-200:])
 
-    def undo(typed_name: str, request: gr.Request) -> str:
+    def undo(typed_name: str, saved: list[int] | None, request: gr.Request) -> str:
         name = annotator_name(typed_name, request)
         with user_errors("Could not undo"):
-            undone = context.store.undo_last(name)
+            # With a login, your own labels; without, a typed name proves nothing: only this page's saves.
+            undone = context.store.undo_last(name, among=None if login_of(request) else list(saved or []))
             count = context.store.count_labels(name)
         if undone is None:
-            return f"{name}, you have no saved label to undo."
+            return f"{name}, you have no label saved from this page to undo."
         return f"Removed your last label. {labels_saved(name, count)}"
+
+    def delete_mine(request: gr.Request) -> tuple[str, list[int]]:
+        with user_errors("Could not delete"):
+            deleted = context.store.delete_session(session_of(request))
+        return f"Deleted **{deleted}** recording{'' if deleted == 1 else 's'} you saved during this visit, with their labels.", []
 
     predict_outputs = [bars, timeline_plot, model_info, relabel, last_prediction]
     predict_button.click(predict, [audio], predict_outputs, api_name="predict")
     for trigger in (audio.upload, audio.stop_recording):
         trigger(predict, [audio], predict_outputs, api_visibility="private")
-    save_button.click(
-        save, [audio, relabel, note, annotator, last_prediction], [status, last_prediction], api_name="save_correction"
-    )
-    undo_button.click(undo, [annotator], [status], api_name="undo_correction")
+    save_button.click(save, [audio, relabel, note, annotator, consent, last_prediction, saved_ids],
+                      [status, last_prediction, saved_ids], api_name="save_correction")
+    undo_button.click(undo, [annotator, saved_ids], [status], api_name="undo_correction")
+    delete_button.click(delete_mine, None, [status, saved_ids], api_name="delete_my_clips")
     examples, captions = example_clips()
     if examples:
         gr.Examples(examples=examples, inputs=[audio], outputs=predict_outputs, fn=predict, run_on_click=True,

@@ -18,6 +18,7 @@ from ser.store import POLICIES
 from ser.ui.context import AppContext
 from ser.ui.demo import model_markdown
 from ser.ui.retrain_runner import RetrainRunner
+from ser.ui.roles import Role, require
 from ser.ui.users import message, user_errors
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def retrain_result(lines: list[str]) -> dict[str, Any]:
     return {}
 
 
-def build_models_tab(context: AppContext, model_info: gr.Markdown) -> None:
+def build_models_tab(context: AppContext, model_info: gr.Markdown, admin_token: gr.Textbox) -> None:
     """Lay out the Models tab; switching a model also refreshes the Demo tab's model line."""
     runner = RetrainRunner(context.store.root, context.config.retrain_out, context.config.retrain_args)
     with gr.Column(elem_id="models-panel"):
@@ -72,40 +73,76 @@ def build_models_tab(context: AppContext, model_info: gr.Markdown) -> None:
             refresh_button = gr.Button("Refresh", elem_id="models-refresh")
         switch_status = gr.Markdown(elem_id="models-status")
         gr.Markdown(
-            "**Retrain** a new model version from the labels saved in the store (`python -m finetune retrain`). "
-            "It runs in a separate process and compares the new model with the serving one on held-out speakers; "
-            "when it succeeds the app switches to the new version."
+            "**Retrain** (admins) a new model version from the labels saved in the store "
+            "(`python -m finetune retrain`). It runs in a separate process and compares the new model with the "
+            "serving one on held-out speakers; when it is at least as good (same emotions, UAR not lower) the app "
+            "switches to it. A worse candidate is kept aside: adopting it is a second, explicit step. "
+            "'Roll back' returns to the model that served before."
         )
         with gr.Row():
             policy = gr.Dropdown(choices=list(POLICIES), value="majority", label="When annotators disagree",
                                  elem_id="models-policy")
-            force = gr.Checkbox(label="Keep the new model even if it scores worse than the serving one",
-                                elem_id="models-force")
         with gr.Row():
             retrain_button = gr.Button("Retrain from stored labels", elem_id="models-retrain")
             stop_button = gr.Button("Stop", elem_id="models-stop")
+            adopt_button = gr.Button("Adopt the candidate anyway", elem_id="models-adopt")
+            rollback_button = gr.Button("Roll back to the previous model", elem_id="models-rollback")
         retrain_log = gr.Textbox(label="Retrain progress", lines=12, max_lines=12, autoscroll=True, elem_id="models-log")
+        with gr.Accordion("Recordings and retention (admins)", open=False):
+            with gr.Row():
+                publish_queue = gr.Textbox(label="Queue for visitors' saved recordings", value="visitors",
+                                           elem_id="data-publish-queue")
+                publish_button = gr.Button("Add visitors' recordings to this queue", elem_id="data-publish")
+            with gr.Row():
+                doomed = gr.Textbox(label="Annotator whose labels and recordings to delete", elem_id="data-annotator")
+                delete_button = gr.Button("Delete everything from this annotator", variant="stop",
+                                          elem_id="data-delete-annotator")
+            purge_button = gr.Button(
+                f"Delete clips older than {context.config.retention_days:g} days" if context.config.retention_days
+                else "Delete clips older than the retention limit (--retention-days)", elem_id="data-purge")
+            data_status = gr.Markdown(elem_id="data-status")
 
     def listing() -> tuple[pd.DataFrame, Any]:
         frame = models_frame(context)
         active = context.predictor.version
         return frame, gr.Dropdown(choices=list(frame["version"]), value=active)
 
-    def switch(chosen: str | None) -> tuple[str, str, pd.DataFrame, Any]:
+    def adopt(version: str, why: str) -> tuple[str, str, pd.DataFrame, Any]:
+        with user_errors(f"Could not switch to {version}"):
+            predictor = context.switch_model(version)
+        frame, dropdown = listing()
+        return f"Now serving **{predictor.version}** ({why}).", model_markdown(predictor), frame, dropdown
+
+    def switch(chosen: str | None, token: str | None, request: gr.Request) -> tuple[str, str, pd.DataFrame, Any]:
+        require(context.config, request, Role.ADMIN, "switch the serving model", token)
         if not chosen:
             raise gr.Error("Pick a model version first.")
-        with user_errors(f"Could not switch to {chosen}"):
-            predictor = context.switch_model(chosen)
-        frame, dropdown = listing()
-        return f"Now serving **{predictor.version}**.", model_markdown(predictor), frame, dropdown
+        return adopt(chosen, "switched by an admin")
 
-    def retrain(policy: str, force: bool) -> Iterator[tuple[str, str, pd.DataFrame, Any]]:
+    def adopt_candidate(token: str | None, request: gr.Request) -> tuple[str, str, pd.DataFrame, Any]:
+        require(context.config, request, Role.ADMIN, "adopt a retrained model", token)
+        candidate = context.pending_candidate
+        if candidate is None:
+            raise gr.Error("There is no candidate waiting: a retrain that scores worse leaves one here.")
+        result = adopt(candidate["version"], f"adopted by an admin despite: {candidate['reason']}")
+        context.pending_candidate = None
+        return result
+
+    def rollback(token: str | None, request: gr.Request) -> tuple[str, str, pd.DataFrame, Any]:
+        require(context.config, request, Role.ADMIN, "roll back the serving model", token)
+        previous = context.store.previous_model()
+        if previous is None:
+            raise gr.Error("No model served before this one.")
+        return adopt(previous["version"], "rolled back")
+
+    def retrain(policy: str, token: str | None, request: gr.Request) -> Iterator[tuple[str, str, pd.DataFrame, Any]]:
+        require(context.config, request, Role.ADMIN, "retrain the model", token)
         before = {m["version"] for m in context.store.list_models()}
         frame, dropdown = listing()
         info = model_markdown(context.predictor)
         run = None
         try:
-            for run in runner.run(["--policy", policy or "majority", *(["--force"] if force else [])]):
+            for run in runner.run(["--policy", policy or "majority", "--keep-rejected"]):
                 yield "\n".join(run.lines[-LOG_TAIL_LINES:]), info, frame, dropdown
         except Exception as error:  # never let a retrain problem reach the page as a stack trace
             log.exception("retrain could not run")
@@ -113,15 +150,23 @@ def build_models_tab(context: AppContext, model_info: gr.Markdown) -> None:
             return
         text = "\n".join(run.lines[-LOG_TAIL_LINES:]) if run else ""
         serving = context.predictor.version
+        result = retrain_result(run.lines) if run else {}
+        if run is not None and run.returncode == EXIT_REJECTED and result.get("version"):
+            context.pending_candidate = {"version": result["version"], "reason": result.get("reason", "")}
+            frame, dropdown = listing()
+            yield (f"{text}\n\nThe candidate {result['version']} was NOT adopted: {result.get('reason', '')}.\n"
+                   f"The app keeps serving {serving}. An admin can adopt it with 'Adopt the candidate anyway'."), \
+                info, frame, dropdown
+            return
         if run is None or run.returncode != 0:
             last = run.lines[-1] if run and run.lines else "no output"
             code = run.returncode if run else None
-            why = ("the new model scored worse, so it was not written (tick 'force' to keep it anyway)"
+            why = ("the new model scored worse, so it was not written"
                    if code == EXIT_REJECTED else f"Retrain failed (exit code {code}): {last}")
             yield f"{text}\n\n{why}\nThe app keeps serving {serving}.", info, frame, dropdown
             return
         try:
-            version = retrain_result(run.lines).get("version") or new_version(before)
+            version = result.get("version") or new_version(before)
             if version is None:
                 yield f"{text}\n\nThe retrain finished without registering a new model.", info, frame, dropdown
                 return
@@ -131,15 +176,43 @@ def build_models_tab(context: AppContext, model_info: gr.Markdown) -> None:
             yield f"{text}\n\nThe retrain finished but its model could not be loaded: {message(error)}", info, frame, dropdown
             return
         frame, dropdown = listing()
-        yield f"{text}\n\nDone: now serving {predictor.version}.", model_markdown(predictor), frame, dropdown
+        yield (f"{text}\n\nDone: now serving {predictor.version} ('Roll back' returns to {serving})."), \
+            model_markdown(predictor), frame, dropdown
+
+    def publish(queue_name: str, token: str | None, request: gr.Request) -> str:
+        require(context.config, request, Role.ADMIN, "put visitors' recordings in front of annotators", token)
+        with user_errors("Could not queue the recordings"):
+            moved = context.store.publish_clips(queue_name or "visitors")
+        return f"Added **{moved}** visitors' recordings to queue **{queue_name or 'visitors'}**."
+
+    def delete_annotator(name: str, token: str | None, request: gr.Request) -> str:
+        require(context.config, request, Role.ADMIN, "delete an annotator's data", token)
+        with user_errors("Could not delete"):
+            labels, clips = context.store.delete_annotator(name or "")
+        return f"Deleted **{labels}** labels and **{clips}** recordings of {name.strip()}."
+
+    def purge(token: str | None, request: gr.Request) -> str:
+        require(context.config, request, Role.ADMIN, "delete old recordings", token)
+        days = context.config.retention_days
+        if not days:
+            raise gr.Error("No retention limit is set: start the app with --retention-days N.")
+        with user_errors("Could not delete"):
+            deleted = context.store.purge_older_than(days)
+        return f"Deleted **{deleted}** clips older than {days:g} days, with their labels and files."
 
     def new_version(before: set[str]) -> str | None:
         added = [m["version"] for m in context.store.list_models() if m["version"] not in before]
         return added[-1] if added else None
 
     outputs = [table, version]
+    switched = [switch_status, model_info, *outputs]
     refresh_button.click(listing, None, outputs, api_name="list_models")
-    switch_button.click(switch, [version], [switch_status, model_info, *outputs], api_name="switch_model")
-    retrain_event = retrain_button.click(retrain, [policy, force], [retrain_log, model_info, *outputs],
+    switch_button.click(switch, [version, admin_token], switched, api_name="switch_model")
+    adopt_button.click(adopt_candidate, [admin_token], switched, api_name="adopt_candidate")
+    rollback_button.click(rollback, [admin_token], switched, api_name="rollback")
+    retrain_event = retrain_button.click(retrain, [policy, admin_token], [retrain_log, model_info, *outputs],
                                          api_name="retrain", concurrency_limit=1)
     stop_button.click(None, None, None, cancels=[retrain_event])
+    publish_button.click(publish, [publish_queue, admin_token], [data_status], api_name="publish_visitor_clips")
+    delete_button.click(delete_annotator, [doomed, admin_token], [data_status], api_name="delete_annotator")
+    purge_button.click(purge, [admin_token], [data_status], api_name="purge_old_clips")

@@ -16,6 +16,7 @@ from ser.audio import InvalidAudio
 from ser.model import ModelLoadError
 from ser.store import StoreError
 
+MAX_NAME = 100  # the store keeps at most this many characters of a name
 USER_ERRORS = (InvalidAudio, StoreError, ModelLoadError, ValueError, KeyError)
 
 
@@ -27,6 +28,8 @@ def annotator_name(typed: str | None, request: gr.Request | None) -> str:
     name = (typed or "").strip()
     if not name:
         raise gr.Error("Type your name in the 'Annotator' box first: every label records who gave it.")
+    if len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise gr.Error(f"An annotator name has at most {MAX_NAME} characters and no control characters.")
     return name
 
 
