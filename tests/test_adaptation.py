@@ -136,3 +136,29 @@ def test_group_prediction_equals_single_clips_below_the_minimum(adapted_model: P
     grouped = predictor.predict_group(many)
     assert len(grouped) == len(many) and all(abs(sum(p.values()) - 1) < 1e-5 for p in grouped)
     assert grouped != [predictor.predict(c) for c in many]
+
+
+def test_app_adapts_to_a_visitors_voice_within_their_session(adapted_model: Path, tmp_path: Path):
+    """The Demo tab over the real server: one browser session's recordings form its voice context;
+    another session starts from nothing."""
+    import soundfile as sf
+    from gradio_client import Client, handle_file
+
+    from ser.ui import AppConfig
+    from tests.app_server import running_app
+
+    clips = []
+    for i, freq in enumerate([140, 420, 900, 150]):
+        clips.append(tmp_path / f"clip{i}.wav")
+        sf.write(clips[-1], _tone(freq, 0.6, i), 16000)
+    config = AppConfig(model=str(adapted_model), store=tmp_path / "store", models_dir=tmp_path / "models")
+    with running_app(config) as (_, url):
+        visitor = Client(url, verbose=False, download_files=str(tmp_path / "dl1"))
+        notes = [visitor.predict(handle_file(c), True, api_name="/predict")[2] for c in clips]
+        assert f"starts at clip {MIN_CONTEXT_CLIPS} (1 so far)" in notes[0]
+        assert f"adapted to your voice ({len(clips)} clips)" in notes[-1]
+        adapted_bars = visitor.predict(handle_file(clips[0]), True, api_name="/predict")[0]
+        other = Client(url, verbose=False, download_files=str(tmp_path / "dl2"))
+        plain_bars, _, note, _ = other.predict(handle_file(clips[0]), False, api_name="/predict")
+        assert "adapt" not in note
+        assert adapted_bars["confidences"] != plain_bars["confidences"]

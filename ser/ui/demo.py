@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from ser.adaptation import MIN_CONTEXT_CLIPS, SpeakerContext
 from ser.audio import SAMPLE_RATE
 from ser.model import Predictor
 from ser.ui.context import AppContext
@@ -37,19 +38,29 @@ def timeline_frame(timeline: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time_s", "emotion", "probability"])
 
 
-def analyse(model: Predictor, waveform: np.ndarray, window_s: float,
-            hop_s: float) -> tuple[dict[str, float], list[dict[str, Any]] | None]:
+def analyse(model: Predictor, waveform: np.ndarray, window_s: float, hop_s: float,
+            context: SpeakerContext | None = None) -> tuple[dict[str, float], list[dict[str, Any]] | None]:
     """Probabilities for a clip, and its timeline when it is longer than one window.
 
     A long recording's overall emotion is the windows' average: the models are trained on clips of
     a few seconds (and some encoders cap the input length), so one pass over minutes of audio would
-    be slower and no better than the windows the plot needs anyway.
+    be slower and no better than the windows the plot needs anyway. ``context`` (the visitor's
+    voice so far) adapts short clips to that voice.
     """
     if len(waveform) / SAMPLE_RATE <= window_s:
-        return model.predict(waveform), None
+        return model.predict(waveform, context=context), None
     timeline = model.timeline(waveform, window_s, hop_s)
     labels = list(timeline[0]["probs"])
     return {label: float(np.mean([window["probs"][label] for window in timeline])) for label in labels}, timeline
+
+
+def adaptation_note(model: Predictor, speaker: SpeakerContext | None) -> str:
+    """Say whether the answer was adapted to the visitor's voice, and when it will be."""
+    if speaker is None:
+        return "this model cannot adapt to a voice"
+    if len(speaker) < MIN_CONTEXT_CLIPS:
+        return f"voice adaptation starts at clip {MIN_CONTEXT_CLIPS} ({len(speaker)} so far)"
+    return f"adapted to your voice ({len(speaker)} clips)"
 
 
 def example_clips(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
@@ -93,6 +104,11 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
                 sources=["microphone", "upload"], type="filepath", label="Speech (record or upload)", elem_id="demo-audio"
             )
             predict_button = gr.Button("Predict", variant="primary", elem_id="demo-predict")
+            adapt = gr.Checkbox(
+                label=f"Adapt to my voice: from my {MIN_CONTEXT_CLIPS}rd recording in this visit on, judge each clip "
+                "against my earlier ones (nothing is stored)",
+                value=False, elem_id="demo-adapt",
+            )
             model_info = gr.Markdown(model_markdown(predictor), elem_id="model-info")
         with gr.Column(scale=1):
             # num_top_classes=None: a bar for every label, however many the (switchable) model has
@@ -117,19 +133,27 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
         x_title="time (s)", visible=False, elem_id="demo-timeline",
     )
     last_prediction = gr.State(None)
+    voice = gr.State(None)  # this visit's SpeakerContext: pooled features of its recordings, in memory only
     saved_ids = gr.State([])  # label ids this page saved: the only ones its Undo may withdraw
 
-    def predict(audio_path: str | None) -> tuple[Any, ...]:
+    def predict(audio_path: str | None, adapt_to_voice: bool = False,
+                voice_so_far: SpeakerContext | None = None) -> tuple[Any, ...]:
         if not audio_path:
             raise gr.Error("Record or upload some speech first.")
         with user_errors("Could not use this audio"):
             waveform = context.load_audio(audio_path)
         model = context.predictor
-        probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s)
+        speaker = None
+        if adapt_to_voice and model.adapts_to_speakers:
+            speaker = voice_so_far if isinstance(voice_so_far, SpeakerContext) else SpeakerContext()
+        probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s, speaker)
         plot = gr.LinePlot(value=timeline_frame(timeline), visible=True) if timeline else gr.LinePlot(visible=False)
         guess = max(probs, key=probs.get)
         prediction = {"audio": audio_path, "probs": probs, "version": model.version}
-        return probs, plot, model_markdown(model), gr.Radio(choices=model.labels, value=guess), prediction
+        info = model_markdown(model)
+        if adapt_to_voice:
+            info += " · " + adaptation_note(model, speaker)
+        return probs, plot, info, gr.Radio(choices=model.labels, value=guess), prediction, speaker
 
     def save(audio_path: str | None, label: str | None, note: str, typed_name: str, agreed: bool,
              prediction: dict[str, Any] | None, saved: list[int] | None,
@@ -175,10 +199,10 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
             deleted = context.store.delete_session(session_of(request))
         return f"Deleted **{deleted}** recording{'' if deleted == 1 else 's'} you saved during this visit, with their labels.", []
 
-    predict_outputs = [bars, timeline_plot, model_info, relabel, last_prediction]
-    predict_button.click(predict, [audio], predict_outputs, api_name="predict")
+    predict_outputs = [bars, timeline_plot, model_info, relabel, last_prediction, voice]
+    predict_button.click(predict, [audio, adapt, voice], predict_outputs, api_name="predict")
     for trigger in (audio.upload, audio.stop_recording):
-        trigger(predict, [audio], predict_outputs, api_visibility="private")
+        trigger(predict, [audio, adapt, voice], predict_outputs, api_visibility="private")
     save_button.click(save, [audio, relabel, note, annotator, consent, last_prediction, saved_ids],
                       [status, last_prediction, saved_ids], api_name="save_correction")
     undo_button.click(undo, [annotator, saved_ids], [status], api_name="undo_correction")
