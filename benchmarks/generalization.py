@@ -55,6 +55,9 @@ class Recipe:
     name: str
     label_map: str  # "harmonised" (every shared emotion) or "four-class"
     options: dict[str, Any] = field(default_factory=dict)
+    # Corpora only ever tested on, never trained on (TurEV-DB's licence forbids derived models: the
+    # shipped default model cannot learn from it, so its recipe is measured that way too).
+    evaluation_only: tuple[str, ...] = ()
 
 
 RECIPES = {
@@ -63,6 +66,10 @@ RECIPES = {
         Recipe("4 classes, class-balanced", "four-class", {"l2": 1e-2}),
         Recipe("4 classes, corpus-balanced", "four-class", {"l2": 1e-2, "balance": "corpus"}),
         Recipe("harmonised classes, class-balanced", "harmonised", {"l2": 1e-2}),
+        Recipe(
+            "4 classes, corpus-balanced, TurEV-DB evaluation only (the default model's)", "four-class",
+            {"l2": 1e-2, "balance": "corpus"}, evaluation_only=("turev",),
+        ),
     )
 }
 
@@ -137,6 +144,7 @@ def run(backbone: str, recipe: Recipe, names: list[str], roots: list[str], args:
     held_out = {}
     for train_idx, test_idx in loco_folds(dataset):
         corpus = str(corpora[test_idx[0]])
+        train_idx = train_idx[~np.isin(corpora[train_idx], list(recipe.evaluation_only))]
         held_out[corpus] = evaluate_fold(dataset, features, options, train_idx, test_idx, args.context)
         if args.in_corpus:
             held_out[corpus]["in-corpus LOSO UAR"] = in_corpus_loso(dataset, features, options, corpus)
@@ -184,11 +192,22 @@ def markdown(results: list[dict[str, Any]], context: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(previous: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier rows of other backbones or recipes are kept: one run may measure only some of them."""
+    if not previous.is_file():
+        return results
+    key = lambda result: (result["backbone"], result["recipe"]["name"])  # noqa: E731
+    fresh = {key(result) for result in results}
+    kept = [r for r in json.loads(previous.read_text(encoding="utf-8"))["results"] if key(r) not in fresh]
+    return kept + results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--roots", required=True, help="name=DIR per corpus, comma-separated (at least two)")
     parser.add_argument("--backbones", default="whisper-base-offline,whisper-tiny.en-offline")
-    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), metavar="RECIPE",
+                        help=f"recipe names, of: {'; '.join(RECIPES)}")
     parser.add_argument("--context", type=int, default=10, help="clips per test speaker in the context mode")
     parser.add_argument("--in-corpus", action="store_true", help="also the in-corpus LOSO UAR of each recipe")
     parser.add_argument("--cache-dir", default=None, help="hidden-state cache (default $SER_CACHE_DIR/features)")
@@ -201,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         for backbone in args.backbones.split(",")
         for recipe in args.recipes
     ]
-    table = markdown(results, args.context)
     out = Path(args.out)
+    results = merged(out.with_suffix(".json"), results)
+    table = markdown(results, args.context)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine()}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")

@@ -65,14 +65,19 @@ def adaptation_note(model: Predictor, speaker: SpeakerContext | None) -> str:
 
 def example_clips(folder: Path = EXAMPLES_DIR) -> tuple[list[list[str]], list[str]]:
     """The example clips and their captions (``labels.csv``'s label when it has one)."""
-    clips = sorted(p for p in folder.glob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".mp3"})
+    clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".mp3"})
     captions = {}
     labels_csv = folder / "labels.csv"
     if labels_csv.is_file():
         table = pd.read_csv(labels_csv)
         if {"path", "label"} <= set(table.columns):
-            captions = {Path(p).name: str(label) for p, label in zip(table["path"], table["label"])}
-    named = [f"{p.stem} ({captions[p.name]})" if captions.get(p.name, p.stem) != p.stem else p.stem for p in clips]
+            captions = {str(p): str(label) for p, label in zip(table["path"], table["label"])}
+    named = []
+    for clip in clips:
+        relative = clip.relative_to(folder)
+        name = " ".join([*relative.parent.parts, relative.stem])  # "nemo EB0 happy"
+        label = captions.get(relative.as_posix())
+        named.append(f"{name} ({label})" if label and label != relative.stem else name)
     return [[str(p)] for p in clips], named
 
 
