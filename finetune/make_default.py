@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": len(dataset),
         "speakers": sorted(set(f"{c}/{s}" for c, s in zip(dataset["corpus"], dataset["speaker"]))),
         "evaluation": {
-            "protocol": f"leave-one-corpus-out over {', '.join(names + eval_names)}, single clips, pooled",
+            "protocol": f"leave-one-corpus-out over {', '.join(names + eval_names)}, single clips (folds: held-out corpora)",
             "per_corpus_uar": evaluation["per_corpus"],
+            "uar_mean": float(np.mean([v["single clip"] for v in evaluation["per_corpus"].values()])),
+            "uar_std": float(np.std([v["single clip"] for v in evaluation["per_corpus"].values()], ddof=1)),
             "speaker_adapted_pooled": {k: evaluation["adapted"][k] for k in ("uar", "accuracy", "macro_f1")},
         },
         "emodb_loso_7_class": None if emodb_loso is None else {

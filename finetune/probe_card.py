@@ -80,6 +80,19 @@ def _recipe(options: dict[str, Any], summary: dict[str, Any]) -> str:
     )
 
 
+def _languages(corpora: list[str]) -> str:
+    from ser.corpora import CorpusError, corpus_spec
+
+    found = []
+    for corpus in corpora:
+        try:
+            language = corpus_spec(corpus).language
+        except CorpusError:
+            language = ""
+        found.append(language or corpus)
+    return ", ".join(dict.fromkeys(found))
+
+
 def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
     """Markdown model card from a run's metrics and summary (see ``finetune.probe.run``)."""
     options, evaluation = summary["options"], summary["evaluation"]
@@ -153,9 +166,10 @@ def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
     lines += [
         "## Limitations",
         "",
-        "Acted emotions from a few speakers of one language and one recording set-up: expect lower scores on "
-        "spontaneous speech, other languages, noisy rooms and phone microphones. Emotion recognition is not "
-        "a reliable basis for decisions about people.",
+        f"Acted emotions from {len(summary['speakers'])} speakers ({_languages(corpora)}), recorded in quiet "
+        "rooms: expect lower scores on spontaneous speech, other languages, noisy rooms and phone microphones, "
+        "and on a single clip of a new voice than when several clips of that voice are known. Emotion "
+        "recognition is not a reliable basis for decisions about people.",
         "",
     ]
     return "\n".join(lines)
