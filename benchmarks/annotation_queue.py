@@ -4,9 +4,9 @@ A save in the Annotate tab runs ``add_label``, then ``next_clip``, ``count_remai
 ``count_labels`` for the next clip. The store is filled directly with SQL (clip rows without
 audio files: the queue queries never open them), in the worst realistic shape: every annotator
 has labelled the clips in least-confident order, so the next pending clip sits behind all of
-their own. Prints a table and writes ``benchmarks/results/queue.json`` and ``queue.md``.
+their own. Prints a table and writes ``benchmarks/results/annotation_queue.json`` and ``annotation_queue.md``.
 
-Run: ``python benchmarks/queue.py [--clips 20000] [--labels 100000] [--saves 200]``
+Run: ``python benchmarks/annotation_queue.py [--clips 20000] [--labels 100000] [--saves 200]``
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ def main() -> int:
                f"Python {platform.python_version()}.")
     print(table + "\n" + summary)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "queue.json").write_text(json.dumps(
+    (RESULTS / "annotation_queue.json").write_text(json.dumps(
         {"clips": args.clips, "labels": args.labels, "annotators": args.annotators, "rows": rows,
          "agreement_s": agreement_s, "target_p50_ms": TARGET_P50_MS, "meets_target": worst <= TARGET_P50_MS},
         indent=2) + "\n")
-    (RESULTS / "queue.md").write_text("# Annotation queue per save\n\n" + table + "\n" + summary + "\n")
+    (RESULTS / "annotation_queue.md").write_text("# Annotation queue per save\n\n" + table + "\n" + summary + "\n")
     return 0 if worst <= TARGET_P50_MS else 1
 
 
