@@ -55,9 +55,9 @@ class TimedPredictor:
         self._lock = threading.Lock()
         self.model_times: list[float] = []
 
-    def predict(self, audio: Any) -> dict[str, float]:
+    def predict(self, audio: Any, **options: Any) -> dict[str, float]:
         start = time.perf_counter()
-        probs = self._predictor.predict(audio)
+        probs = self._predictor.predict(audio, **options)
         with self._lock:
             self.model_times.append(time.perf_counter() - start)
         return probs
