@@ -38,7 +38,12 @@ def model_fingerprint(model_dir: Path) -> str:
 
 
 def example_clips() -> list[Path]:
-    return sorted(EXAMPLES.glob("*.flac"))
+    return sorted(EXAMPLES.rglob("*.flac"))
+
+
+def clip_key(clip: Path) -> str:
+    """The clip's path under examples/ ("nemo/EB0/angry.flac"): names repeat across folders."""
+    return clip.relative_to(EXAMPLES).as_posix()
 
 
 def predict_examples() -> dict[str, Any]:
@@ -51,7 +56,7 @@ def predict_examples() -> dict[str, Any]:
         "model_sha256": model_fingerprint(DEFAULT_MODEL_DIR),
         "labels": predictor.labels,
         "tolerance": TOLERANCE,
-        "probabilities": {clip.name: predictor.predict(clip) for clip in example_clips()},
+        "probabilities": {clip_key(clip): predictor.predict(clip) for clip in example_clips()},
     }
 
 
@@ -61,7 +66,7 @@ def main() -> int:
     PINS.write_text(json.dumps(pins, indent=2) + "\n", encoding="utf-8")
     for name, probs in pins["probabilities"].items():
         top = max(probs, key=probs.get)
-        print(f"{name:16s} {top:10s} {probs[top]:.3f}")
+        print(f"{name:24s} {top:10s} {probs[top]:.3f}")
     print(f"wrote {PINS.relative_to(REPO)} for {pins['model_version']}")
     return 0
 

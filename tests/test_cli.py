@@ -83,5 +83,5 @@ def test_default_model_predicts_the_example_clips():
     result = run_cli("predict", str(REPO / "examples"), "--json", runtime="auto")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(records) == len(list((REPO / "examples").glob("*.flac")))
+    assert len(records) == len(list((REPO / "examples").rglob("*.flac")))
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in records)
