@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import ser.runtime as runtime_module
 from ser.model import Predictor
@@ -179,3 +180,13 @@ def test_default_model_export_keeps_the_time_axis_dynamic(runtime, tolerance):
     for signal in check_signals(seed=7) + [np.tile(check_signals(seed=8)[2], 3)]:
         a, b = eager.predict(signal), fast.predict(signal)
         assert max(abs(a[k] - b[k]) for k in a) < tolerance
+
+
+def test_exporting_leaves_the_model_in_eval_mode(model_dir, tmp_path):
+    """The exporter restores its wrapper's mode: a training-mode wrapper switched dropout on for eager runs."""
+    predictor = Predictor.from_pretrained(_fresh_copy(model_dir, tmp_path), runtime="onnx")
+    assert predictor.model.training is False
+    clip = check_signals(seed=5)[0]
+    with torch.inference_mode():
+        inputs = predictor._inputs(clip)
+        assert torch.equal(predictor.model(**inputs).logits, predictor.model(**inputs).logits)
