@@ -16,7 +16,14 @@ def main() -> int:
     except (ModelLoadError, StoreError) as error:  # e.g. a read-only store: say so, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app.launch(**launch_options(config))
+    # --- issue #18: serve the page and the HTTP API (ser.http_api, POST /api/v1/predict) on one server.
+    if config.share:  # a gradio.live link needs Blocks.launch, which cannot add routes: page only
+        app.launch(**launch_options(config))
+    else:
+        from ser.http_api import serve
+
+        serve(app, config, **launch_options(config))
+    # --- end issue #18
     return 0
 
 

@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,31 @@ def default_model_path() -> str:
     return os.environ.get("SER_MODEL") or str(DEFAULT_MODEL_DIR)
 
 
-def _register_project_models() -> None:
-    """Import the modules whose classes register with the transformers Auto classes."""
-    import ser.light_models  # noqa: F401
-    import ser.probe  # noqa: F401
+# The project's model types and the module that registers each with the transformers Auto classes.
+_PROJECT_MODEL_MODULES = {"ser-probe": "ser.probe"}
+
+
+def _register_project_models(model_type: str | None = None) -> None:
+    """Import the module that registers ``model_type`` (all of them when unknown).
+
+    Each import costs start-up time (the light models pull in much of transformers), so a
+    checkpoint loads only what it needs.
+    """
+    import importlib
+
+    module = _PROJECT_MODEL_MODULES.get(model_type or "")
+    if module is not None:
+        importlib.import_module(module)
+    elif model_type is None or model_type.startswith("ser-"):
+        import ser.light_models  # noqa: F401
+        import ser.probe  # noqa: F401
+
+
+def _model_type(local: Path) -> str | None:
+    try:
+        return json.loads((local / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
 
 
 def _looks_like_a_path(source: str) -> bool:
@@ -92,6 +114,7 @@ class Predictor:
         self.runtime = "eager"
         self.runtime_check: dict[str, Any] = {}
         self._runner: Any = None
+        self._load_lock = threading.Lock()
         if isinstance(model, torch.nn.Module):
             model.eval()
             id2label = model.config.id2label
@@ -123,7 +146,10 @@ class Predictor:
             raise ModelLoadError(f"{source} is not a model directory (no config.json or classical.json in it).")
         if not local.exists() and _looks_like_a_path(source):
             raise ModelLoadError(f"No model directory at {source}.")
-        _register_project_models()
+        exported = cls._from_export(local, runtime, name) if local.is_dir() else None
+        if exported is not None:
+            return exported
+        _register_project_models(_model_type(local) if local.is_dir() else None)
         from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
         offline = not local.exists() and _hub_offline()
@@ -138,17 +164,49 @@ class Predictor:
 
     def use_runtime(self, runtime: str | None, checkpoint: Path | None = None) -> None:
         """Switch to ``runtime`` (see ``from_pretrained``), exporting and checking it if needed."""
-        from ser.runtime import check_signals, choose_runtime, select_runner
+        from ser.runtime import check_waveforms, choose_runtime, select_runner
 
-        check_inputs = [self._inputs(signal) for signal in check_signals()]
+        def check_inputs() -> list[tuple[str, dict[str, torch.Tensor]]]:  # built only when a check runs
+            return [(name, self._inputs(waveform)) for name, waveform in check_waveforms()]
+
+        serving = {"labels": self.labels, "padding": self._padding, "input_names": sorted(self._forward_keys),
+                   "version": self.version, "model_type": self.model.config.model_type,
+                   "speaker_adaptation": self.adapts_to_speakers}
         self._runner, self.runtime, self.runtime_check = select_runner(
-            self.model, check_inputs, checkpoint, choose_runtime(runtime)
+            self.model, check_inputs, checkpoint, choose_runtime(runtime), serving
         )
+
+    @classmethod
+    def _from_export(cls, local: Path, runtime: str | None, name: str) -> Predictor | None:
+        """A predictor on a recorded ONNX/OpenVINO decision: the export alone, as the full load runs it.
+
+        Skips loading the PyTorch model (and most of transformers' import time); None when no
+        decision for these files, runtime versions and CPU chose an export.
+        """
+        from ser.runtime import choose_runtime, exported_decision, load_exported
+
+        record = exported_decision(local) if choose_runtime(runtime) == "auto" else None
+        if record is None:
+            return None
+        from transformers import AutoFeatureExtractor
+
+        try:
+            feature_extractor = AutoFeatureExtractor.from_pretrained(str(local))
+            runner = load_exported(record)
+        except (OSError, ValueError, RuntimeError):
+            return None  # e.g. a project feature extractor that needs its module: load fully
+        serving = record["serving"]
+        predictor = cls(_ExportedModel(serving, local), feature_extractor, name=name, version=serving["version"])
+        predictor._forward_keys, predictor._padding = set(serving["input_names"]), serving["padding"]
+        predictor._runner, predictor.runtime = runner, record["runtime"]
+        predictor.runtime_check = {**record["report"], "decision": {"reused": True, "path": str(record["decision_path"])}}
+        return predictor
+
 
     @property
     def adapts_to_speakers(self) -> bool:
         """Does the model carry a speaker-adapted head (``ser.adaptation``)?"""
-        return getattr(self.model, "speaker_head", None) is not None
+        return bool(getattr(self.model.config, "speaker_adaptation", False))
 
     def predict(self, audio: Any, context: SpeakerContext | None = None) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
@@ -206,24 +264,32 @@ class Predictor:
             for segment in segments(waveform, window_s, hop_s)
         ]
 
+    def _torch_model(self) -> Any:
+        """The PyTorch model; a predictor started on its export loads it now, once."""
+        with self._load_lock:
+            if isinstance(self.model, _ExportedModel):
+                self.model = self.model.load()
+        return self.model
+
     def _pooled_features(self, waveform: np.ndarray) -> np.ndarray:
         """The probe's per-layer means of one clip (a long clip: the mean over its 30 s windows)."""
         windows = segments(waveform, LONGEST_PASS_S, LONGEST_PASS_S)
         with torch.inference_mode():
-            pooled = [self.model.pooled_features(**self._inputs(w.samples))[0].float().numpy() for w in windows]
+            model = self._torch_model()
+            pooled = [model.pooled_features(**self._inputs(w.samples))[0].float().numpy() for w in windows]
         return np.mean(pooled, axis=0)
 
     def _prior_std(self) -> np.ndarray:
-        return self.model.speaker_head.prior_std.numpy()
+        return self._torch_model().speaker_head.prior_std.numpy()
 
     def _head_probabilities(self, pooled: np.ndarray, stats: SpeakerStats | None) -> np.ndarray:
         """The speaker-adapted head on features standardised by ``stats``; None: the plain head."""
         with torch.inference_mode():
             if stats is None:
-                logits = self.model.head.forward_pooled(torch.from_numpy(pooled)[None])[0]
+                logits = self._torch_model().head.forward_pooled(torch.from_numpy(pooled)[None])[0]
             else:
                 adapted = torch.from_numpy(standardise(pooled, stats))[None]
-                logits = self.model.speaker_head.head.forward_pooled(adapted)[0]
+                logits = self._torch_model().speaker_head.head.forward_pooled(adapted)[0]
         return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64)
 
     def _probabilities(self, waveform: np.ndarray) -> np.ndarray:
@@ -240,6 +306,26 @@ class Predictor:
     def _inputs(self, waveform: np.ndarray) -> dict[str, torch.Tensor]:
         inputs = self.feature_extractor(waveform, sampling_rate=SAMPLE_RATE, padding=self._padding, return_tensors="pt")
         return {key: value for key, value in inputs.items() if key in self._forward_keys}
+
+
+class _ExportedModel:
+    """Stands in for the PyTorch model when a predictor runs on its export: labels and model type,
+    and the checkpoint to load the PyTorch model from when something needs it (speaker adaptation)."""
+
+    def __init__(self, serving: dict[str, Any], checkpoint: Path) -> None:
+        self.labels = list(serving["labels"])
+        self.checkpoint = checkpoint
+        self.config = type(
+            "ExportedConfig",
+            (),
+            {"model_type": serving["model_type"], "speaker_adaptation": bool(serving.get("speaker_adaptation"))},
+        )()
+
+    def load(self) -> Any:
+        _register_project_models(self.config.model_type)
+        from transformers import AutoModelForAudioClassification
+
+        return AutoModelForAudioClassification.from_pretrained(str(self.checkpoint)).eval()
 
 
 def _model_version(local: Path, model: Any) -> str:

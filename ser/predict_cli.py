@@ -1,7 +1,10 @@
-"""``python -m ser predict PATH...``: emotions for files and folders, as a table, CSV or JSON.
+"""``python -m ser predict PATH...``: emotions for files and folders, as a table, CSV, JSON lines or Parquet.
 
 A folder of field recordings always holds a few broken files; they are reported and skipped so
 one bad clip never costs the results of the others, and the exit code says something went wrong.
+Folders go through ``ser.bulk`` (decoding in worker processes while the model runs, results
+written as they come, ``--resume``); ``--engine ray`` sends them to a Ray cluster (``ser.ray_engine``).
+Heavy imports happen inside ``run``, after the arguments are parsed, so errors and ``--help`` are quick.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
-
-from ser.audio import InvalidAudio
+from typing import Any
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".aiff", ".aif"}
 
@@ -21,7 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="audio files or folders (searched recursively)")
     parser.add_argument("--model", default=None, help="checkpoint dir or hub id (default: the embedded model)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the results to this CSV file")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write results here as they come: .csv, .jsonl or .parquet (by the suffix)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip files already in --out/--csv (a killed run goes on where it stopped)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decode processes running ahead of the model (default: 1 per 2 cores for 16+ files)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="run clips of equal length together, when the model answers the same batched")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar with clips/s on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local (this machine) or ray (a Ray cluster, see --address; writes Parquet)")
+    parser.add_argument("--address", default=None, help="Ray cluster address for --engine ray (default: start a local one)")
     parser.add_argument(
         "--runtime",
         choices=["auto", "eager", "onnx", "onnx-int8", "openvino"],
@@ -31,38 +47,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as transformers_logging
-
-    from ser.model import ModelLoadError, Predictor
-
-    transformers_logging.disable_progress_bar()  # keep stderr for errors a script can parse
     files = list(expand_paths(args.paths))
     if not files:
         print("error: no audio files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
+    out = args.out or args.csv
+    if args.resume and out is None:
+        print("error: --resume needs --out or --csv (the file that holds the finished clips)", file=sys.stderr)
+        return 2
+    if args.engine == "ray":
+        from ser.ray_engine import run_cli
+
+        return run_cli(args, files, out)
+    from transformers.utils import logging as transformers_logging
+
+    from ser.bulk import ResultWriter, batching_is_exact, decoded_stream, finished_paths, predict_stream
+    from ser.model import ModelLoadError, Predictor
+
+    transformers_logging.disable_progress_bar()  # keep stderr for errors a script can parse
+
+    done = finished_paths(out) if args.resume else set()
+    todo = [path for path in files if str(path) not in done]
     try:
         predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    workers = args.workers if args.workers is not None else default_workers(len(todo))
+    batch_size = args.batch_size if args.batch_size > 1 and batching_is_exact(predictor) else 1
+    writer = ResultWriter(out, predictor.labels, resume=args.resume) if out is not None else None
     results, failures = [], []
-    for path in files:
-        try:
-            results.append((path, predictor.predict(path)))
-        except InvalidAudio as error:
-            failures.append((path, str(error)))
-            print(f"error: {path}: {error}", file=sys.stderr)
+    progress = _progress_bar(len(todo), args.progress)
+    try:
+        for clip, probs in predict_stream(predictor, decoded_stream(todo, workers), batch_size):
+            progress.update(1)
+            if probs is None:
+                failures.append((clip.path, clip.error))
+                progress.write(f"error: {clip.path}: {clip.error}", file=sys.stderr)
+                continue
+            results.append((Path(clip.path), probs))
+            if writer is not None:
+                writer.write(clip.path, probs)
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
     if args.json:
         for path, probs in results:
             print(json.dumps({"path": str(path), "label": max(probs, key=probs.get), "probs": probs}))
     else:
         print(markdown_table(results, predictor.labels))
-    if args.csv:
-        write_csv(args.csv, results, predictor.labels)
+    if done:
+        print(f"resumed: {len(files) - len(todo)} of {len(files)} files were already in {out}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} of {len(files)} files could not be read.", file=sys.stderr)
+        print(f"{len(failures)} of {len(todo)} files could not be read.", file=sys.stderr)
         return 1
     return 0
+
+
+def default_workers(n_files: int) -> int:
+    """No worker processes for a few files (starting them costs more than decoding); else 1 per 2 cores."""
+    if n_files < 16:
+        return 0
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _progress_bar(total: int, wanted: bool | None) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: on when stderr is a terminal, so scripts parsing stderr only see errors.
+    return tqdm(total=total, unit="clip", smoothing=0.1, dynamic_ncols=True, disable=None if wanted is None else not wanted)
 
 
 def expand_paths(paths: list[Path]):
