@@ -145,6 +145,28 @@ def predict_stream(
     yield from flush()
 
 
+def adapted_stream(predictor: Any, clips: Iterable[Decoded]) -> Iterator[tuple[Decoded, dict[str, float] | None]]:
+    """Speaker adaptation by folder: the clips of one folder are one voice (``Predictor.predict_group``).
+
+    A folder's statistics need all its clips, so each folder is predicted once it has been decoded
+    whole (``expand_paths`` lists a folder's files together); bad files are reported, not counted.
+    """
+    def flush(group: list[Decoded]) -> Iterator[tuple[Decoded, dict[str, float] | None]]:
+        good = [clip for clip in group if clip.waveform is not None]
+        answers = iter(predictor.predict_group([(SAMPLE_RATE, clip.waveform) for clip in good]))
+        for clip in group:
+            yield clip, (next(answers) if clip.waveform is not None else None)
+
+    group: list[Decoded] = []
+    for clip in clips:
+        if group and Path(clip.path).parent != Path(group[0].path).parent:
+            yield from flush(group)
+            group = []
+        group.append(clip)
+    if group:
+        yield from flush(group)
+
+
 class ResultWriter:
     """Appends one row per clip to CSV, JSON lines or Parquet, durable as it goes.
 

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run clips of equal length together, when the model answers the same batched")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar with clips/s on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--adapt-by", choices=["folder"], default=None,
+                        help="speaker adaptation: the clips of a folder are one voice, each judged against the others "
+                             "(models with a speaker-adapted head, such as the default; 3 clips or more per folder)")
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="local (this machine) or ray (a Ray cluster, see --address; writes Parquet)")
     parser.add_argument("--address", default=None, help="Ray cluster address for --engine ray (default: start a local one)")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return run_cli(args, files, out)
     from transformers.utils import logging as transformers_logging
 
-    from ser.bulk import ResultWriter, batching_is_exact, decoded_stream, finished_paths, predict_stream
+    from ser.bulk import ResultWriter, adapted_stream, batching_is_exact, decoded_stream, finished_paths, predict_stream
     from ser.model import ModelLoadError, Predictor
 
     transformers_logging.disable_progress_bar()  # keep stderr for errors a script can parse
@@ -79,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
     results, failures = [], []
     progress = _progress_bar(len(todo), args.progress)
     try:
-        for clip, probs in predict_stream(predictor, decoded_stream(todo, workers), batch_size):
+        decoded = decoded_stream(todo, workers)
+        if args.adapt_by and not predictor.adapts_to_speakers:
+            progress.write(f"note: {predictor.name} has no speaker-adapted head; --adapt-by is ignored", file=sys.stderr)
+        stream = (adapted_stream(predictor, decoded) if args.adapt_by and predictor.adapts_to_speakers
+                  else predict_stream(predictor, decoded, batch_size))
+        for clip, probs in stream:
             progress.update(1)
             if probs is None:
                 failures.append((clip.path, clip.error))

@@ -162,3 +162,31 @@ def test_app_adapts_to_a_visitors_voice_within_their_session(adapted_model: Path
         plain_bars, _, note, _ = other.predict(handle_file(clips[0]), False, api_name="/predict")
         assert "adapt" not in note
         assert adapted_bars["confidences"] != plain_bars["confidences"]
+
+
+def test_cli_adapts_by_folder_like_predict_group(adapted_model: Path, tmp_path: Path):
+    """`ser predict DIR --adapt-by folder`: each folder's clips predicted as one voice, bad files reported."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from tests.conftest import REPO
+
+    voices = {"a": [140, 420, 900, 160], "b": [150, 430, 880]}
+    for voice, freqs in voices.items():
+        (tmp_path / voice).mkdir()
+        for i, freq in enumerate(freqs):
+            sf.write(tmp_path / voice / f"{i}.wav", _tone(freq, 0.6, 10 * i + len(voice)), 16000)
+    (tmp_path / "b" / "broken.wav").write_bytes(b"not audio at all" * 10)
+    command = [sys.executable, "-m", "ser", "predict", str(tmp_path / "a"), str(tmp_path / "b"), "--adapt-by", "folder",
+               "--json", "--model", str(adapted_model), "--runtime", "eager"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 1 and "broken.wav" in result.stderr  # the bad file is reported, the rest predicted
+    got = {Path(r["path"]).relative_to(tmp_path).as_posix(): r["probs"] for r in map(json.loads, result.stdout.splitlines())}
+    predictor = Predictor.from_pretrained(adapted_model, runtime="eager")
+    for voice in voices:
+        clips = sorted((tmp_path / voice).glob("[0-9].wav"))
+        for clip, expected in zip(clips, predictor.predict_group(clips)):
+            assert got[clip.relative_to(tmp_path).as_posix()] == pytest.approx(expected, abs=1e-5)
