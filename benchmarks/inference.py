@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = {name: save_family(name, Path(tmp) / name.split()[0]) for name in families}
         if (DEFAULT_MODEL_DIR / "config.json").is_file() and not args.no_default:
-            checkpoints["embedded default (Whisper tiny.en probe, real length)"] = DEFAULT_MODEL_DIR
+            backbone = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text()).get("backbone", "probe")
+            checkpoints[f"embedded default ({backbone} probe, real length)"] = DEFAULT_MODEL_DIR
         for name, path in checkpoints.items():
             rows += bench_family(name, path, seconds, args.repeats)
             if clips:

@@ -392,6 +392,7 @@ class Candidate:
     options: Any
     metrics: dict[str, Any]
     log: dict[str, Any]
+    speaker_head: Any = None  # the speaker-adapted head, when the recipe has one
 
 
 def retrain(args: argparse.Namespace) -> int:
@@ -476,13 +477,13 @@ def train_stage(
     args: argparse.Namespace, dataset: Any, train_idx: np.ndarray, test_idx: np.ndarray, serving: dict | None
 ) -> Candidate:
     """Stages 4-5: encode every clip once (cached), train the probe without the test rows, score it."""
-    from finetune.probe import fit_head, load_features, options_from, predict_rows
+    from finetune.probe import fit_head, fit_speaker_head, load_features, options_from, predict_rows
     from ser.corpora import label_names
     from ser.metrics import compute_metrics
 
     backbone = args.model or default_backbone(serving["path"] if serving else None)
-    options = options_from({"backbone": backbone, "seed": args.seed, "cache_dir": args.cache_dir,
-                            "epochs": args.epochs, "patience": args.patience})
+    options = options_from({**serving_recipe(serving), "backbone": backbone, "seed": args.seed,
+                            "cache_dir": args.cache_dir, "epochs": args.epochs, "patience": args.patience})
     stage(4, f"encoding clips with the frozen {backbone} (cached)")
     features = load_features(dataset, options)
     stage(5, f"training the probe on {len(train_idx)} clips and scoring it on {len(test_idx)} test clips")
@@ -494,7 +495,22 @@ def train_stage(
     y_pred = predict_rows(head, features, features.rows(test_idx, with_copies=False))
     metrics = compute_metrics(y_true.tolist(), y_pred.tolist(), label_names(dataset))
     print(f"  new model: UAR {metrics['uar']:.4f}, accuracy {metrics['accuracy']:.4f}", flush=True)
-    return Candidate(head, config, options, metrics, log)
+    speaker_head = fit_speaker_head(dataset, train_idx, features, options)[0] if options.adapt else None
+    return Candidate(head, config, options, metrics, log, speaker_head)
+
+
+RECIPE_KEYS = ("pooling", "layer_mix", "head_hidden_size", "dropout", "optimizer", "l2", "lr", "weight_decay",
+               "balance", "adapt")
+
+
+def serving_recipe(serving: dict | None) -> dict[str, Any]:
+    """The head recipe the serving model recorded (its metrics.json ``options``): a retrained version
+    keeps it, e.g. the default model's corpus balance and speaker-adapted head. Empty when unknown."""
+    record = Path(serving["path"]) / "metrics.json" if serving else None
+    if record is None or not record.is_file():
+        return {}
+    options = json.loads(record.read_text(encoding="utf-8")).get("options")
+    return {key: options[key] for key in RECIPE_KEYS if isinstance(options, dict) and key in options}
 
 
 def split_signature(args: argparse.Namespace) -> dict[str, Any]:
@@ -540,7 +556,8 @@ def publish(
         print(f"  retraining on all {len(dataset)} clips (--refit-all)", flush=True)
         model, final_log = train_probe(dataset, None, options)
     else:
-        model, final_log = build_probe(candidate.head, candidate.config, options.backbone), candidate.log
+        model = build_probe(candidate.head, candidate.config, options.backbone, candidate.speaker_head)
+        final_log = candidate.log
     from_store = np.asarray(dataset["corpus"]) == STORE_CORPUS
     names = label_names(dataset)
     evaluation = {

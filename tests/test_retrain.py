@@ -259,3 +259,17 @@ def test_decide():
     assert not decide(0.69, 0.7).accepted
     assert decide(0.69, 0.7, tolerance=0.02).accepted
     assert decide(0.1, 0.7, force=True).accepted
+
+
+def test_a_retrained_version_keeps_the_serving_models_recipe(tmp_path):
+    """The default model's corpus balance and speaker-adapted head survive a retrain from the app."""
+    import json
+
+    from finetune.retrain import serving_recipe
+    from ser.model import DEFAULT_MODEL_DIR
+
+    recipe = serving_recipe({"path": str(DEFAULT_MODEL_DIR)})
+    assert recipe["adapt"] is True and recipe["balance"] == "corpus" and recipe["l2"] == 0.01
+    assert "backbone" not in recipe and "cache_dir" not in recipe  # where and how to encode stay the retrain's
+    (tmp_path / "metrics.json").write_text(json.dumps({"uar": 0.5}))
+    assert serving_recipe({"path": str(tmp_path)}) == {} and serving_recipe(None) == {}
