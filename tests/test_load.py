@@ -77,8 +77,8 @@ def visit(url: str, session: Session, index: int, start: threading.Barrier, tmp:
         try:
             bars, _, _, _ = client.predict(handle_file(session.clip), api_name="/predict")
             session.predictions.append(confidences(bars))
-            status = client.predict(handle_file(session.clip), label, f"round {round_no}", session.name,
-                                    api_name="/save_correction")
+            status = client.predict(handle_file(session.clip), label, f"round {round_no}", session.name, True,
+                                    api_name="/save_correction")  # True: the visitor agrees to keeping the clip
         except Exception:  # noqa: BLE001 - every failure is a finding, reported by the checks below
             session.errors.append(f"round {round_no}: " + traceback.format_exc())
             break
