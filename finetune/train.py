@@ -209,6 +209,15 @@ class AudioCollator:
     input_names: frozenset[str]
     padding: str = "longest"  # the model family's rule (``ser.backbones.family``): Whisper's classifier needs 30 s
 
+    @classmethod
+    def for_model(cls, model: PreTrainedModel, feature_extractor: Any) -> AudioCollator:
+        """The collator ``model`` needs: its forward's inputs, its family's padding rule."""
+        return cls(
+            feature_extractor,
+            frozenset(inspect.signature(model.forward).parameters),
+            family(model.config.model_type).classifier_padding,
+        )
+
     @cached_property  # asked once per batch; the extractor never changes
     def features_on_gpu(self) -> bool:
         """Extractors that take ``device`` (Whisper's, the light models') compute spectrograms there."""
@@ -400,11 +409,7 @@ def fit(
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set if has_val else None,
-        data_collator=AudioCollator(
-            feature_extractor,
-            frozenset(inspect.signature(model.forward).parameters),
-            family(model.config.model_type).classifier_padding,
-        ),
+        data_collator=AudioCollator.for_model(model, feature_extractor),
         processing_class=feature_extractor,
         compute_metrics=_trainer_metrics(labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)] if has_val else [],

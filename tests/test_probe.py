@@ -244,7 +244,7 @@ def test_whisper_probe_uses_the_real_length() -> None:
 
 
 @needs_whisper
-def test_default_model_loads_offline_and_predicts_its_seven_labels() -> None:
+def test_default_model_loads_offline_and_predicts_its_four_labels() -> None:
     from ser.model import DEFAULT_MODEL_DIR, Predictor
 
     assert (DEFAULT_MODEL_DIR / HEAD_WEIGHTS).is_file(), "rebuild with python -m finetune.make_default"
@@ -252,9 +252,10 @@ def test_default_model_loads_offline_and_predicts_its_seven_labels() -> None:
     committed = [f for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file() and "onnx" not in f.relative_to(DEFAULT_MODEL_DIR).parts]
     assert sum(f.stat().st_size for f in committed) < 5_000_000
     config = ProbeConfig.from_pretrained(DEFAULT_MODEL_DIR)
-    assert config.backbone == "whisper-tiny.en-offline" and not config.backbone_embedded
+    assert config.backbone == "whisper-base-offline" and not config.backbone_embedded and config.speaker_adaptation
     predictor = Predictor.from_pretrained(None, runtime="eager")
-    assert sorted(predictor.labels) == sorted(["angry", "boredom", "disgust", "fearful", "happy", "sad", "neutral"])
+    assert predictor.labels == ["neutral", "happy", "sad", "angry"]
+    assert predictor.adapts_to_speakers
     probs = predictor.predict(_tone(220, 3.0, 7))
     assert set(probs) == set(predictor.labels)
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)

@@ -84,6 +84,8 @@ def test_auto_reuses_the_export(model_dir):
     second = Predictor.from_pretrained(model_dir)
     assert exported.stat().st_mtime_ns == stamp
     assert second.runtime_check.keys() == first.runtime_check.keys()
+    assert second.runtime == first.runtime
+    assert second.predict(check_signals()[0]) == first.predict(check_signals()[0])
 
 
 # -- auto's choice on runners with known behaviour (build_onnx replaced) ---------------------------
@@ -118,20 +120,18 @@ def exact_and_fast(model, *_args):
     ({"openvino": constant, "onnx-int8": broken, "onnx": exact_and_fast}, "onnx"),
     ({"openvino": exact_and_fast, "onnx-int8": constant, "onnx": broken}, "openvino"),
 ], ids=["all constant", "all fail to export", "only onnx agrees", "only openvino agrees"])
-def test_auto_picks_only_a_runtime_that_agrees(model_dir, monkeypatch, runners, expected):
+def test_auto_picks_only_a_runtime_that_agrees(model_dir, tmp_path, monkeypatch, runners, expected):
     def build(model, examples, checkpoint, runtime):
         return runners[runtime](model, examples, checkpoint, runtime)
 
     monkeypatch.setattr(ser.runtime, "build_onnx", build)
-    predictor = Predictor.from_pretrained(model_dir)
+    predictor = Predictor.from_pretrained(_fresh_copy(model_dir, tmp_path))  # no recorded decision to reuse
     assert predictor.runtime == expected
     for name, make in runners.items():
         if make is broken:
             assert predictor.runtime_check[name]["error"] == "RuntimeError: export failed on purpose"
         elif make is constant:
             assert predictor.runtime_check[name]["max_prob_diff"] > 0.2
-    assert second.runtime == first.runtime
-    assert second.predict(check_signals()[0]) == first.predict(check_signals()[0])
 
 
 def test_runtimes_are_checked_on_the_repository_speech_clips(model_dir):

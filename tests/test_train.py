@@ -85,7 +85,7 @@ def _predict_dir(model_dir: Path, corpus, indices) -> list[int]:
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)
     import inspect
 
-    collator = ft.AudioCollator(extractor, frozenset(inspect.signature(model.forward).parameters))
+    collator = ft.AudioCollator.for_model(model, extractor)
     clips = ft.ClipDataset(ft.WaveformCache(corpus), list(corpus["label"]), indices, max_duration_s=30.0, train=False)
     predictions: list[int] = []
     with torch.no_grad():
