@@ -71,7 +71,7 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     steps = setup_commands()[1]
     requirements = steps[-2].split()[-1]
-    assert re.search(rf"^python -m pip install .*-r {re.escape(requirements)}$", ci, re.M)
+    assert re.search(rf"^\s*python -m pip install .*-r {re.escape(requirements)}$", ci, re.M)
     assert re.search(rf"^{re.escape(steps[-1])}( |$)", ci, re.M)  # CI may add a report file and arguments
 
 
@@ -110,7 +110,7 @@ def test_examples_run_from_a_fresh_clone():
     commands = [line for block in bash_blocks(README) for line in block]
     roots = 0
     for command in commands:
-        args = shlex.split(command, comments=True)
+        args = shlex.split(command.rstrip("\\"), comments=True)  # a continued line ends in a backslash
         if "--root" in args and "--corpus" in args:
             corpora, roots_given = args[args.index("--corpus") + 1], args[args.index("--root") + 1]
             for corpus, root in zip(corpora.split(","), roots_given.split(","), strict=True):  # several: a,b A,B
