@@ -1,8 +1,8 @@
 """Predict folders of clips at the model's own speed: decode in parallel, write as results come.
 
 One process decoding and predicting in turn leaves the model idle while audio is decoded and
-resampled (44.1/48 kHz sources cost about as much as the model). Here worker processes decode
-ahead of the model, a bounded window keeps memory flat on any folder size, results are appended
+resampled (44.1/48 kHz sources cost about as much as the model). Here decode workers (threads, or
+processes on request) run ahead of the model, a bounded window keeps memory flat on any folder size, results are appended
 to the output file as they come (so a killed run keeps what it finished, and ``--resume`` skips
 it), and clips of exactly the same decoded length may share one batch when the model gives the
 same answer batched as alone (checked on the loaded model, never assumed for a family).
@@ -16,7 +16,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,18 +55,27 @@ def _quiet_worker() -> None:
         os.environ[name] = "1"
 
 
-def decoded_stream(paths: Iterable[Path], workers: int, window: int | None = None) -> Iterator[Decoded]:
+def decoded_stream(
+    paths: Iterable[Path], workers: int, window: int | None = None, *, processes: bool = False
+) -> Iterator[Decoded]:
     """Decoded clips in input order; ``workers`` > 0 decodes that many files at once ahead of the caller.
 
-    At most ``window`` decoded clips wait in memory (default: 4 per worker), whatever the folder's size.
+    Threads by default: libsndfile, PyAV and torch's resampler release the GIL, and a thread costs
+    nothing to start, where a spawned process imports numpy and torch first (seconds on 2 cores).
+    ``processes=True`` isolates decoding (pure-Python work, a decoder that crashes). At most
+    ``window`` decoded clips wait in memory (default: 4 per worker), whatever the folder's size.
     """
     if workers <= 0:
         for path in paths:
             yield decode(str(path))
         return
     window = window or 4 * workers
-    context = multiprocessing.get_context("spawn")  # never fork a process that holds a model's threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker) as pool:
+    if processes:
+        context = multiprocessing.get_context("spawn")  # never fork a process that holds a model's threads
+        pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker)
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ser-decode")
+    with pool:
         pending: deque[Future[Decoded]] = deque()
         remaining = iter(paths)
         for path in remaining:
