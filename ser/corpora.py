@@ -221,71 +221,53 @@ def concatenate_corpora(parts: Sequence[Dataset]) -> Dataset:
 def _emodb(root: Any, report: CorpusReport) -> Iterator[_Entry]:
     """``SSTTTEV.wav``: speaker, text, emotion letter, version (``03a01Fa.wav``)."""
     folder = Path(root) / "wav" if (Path(root) / "wav").is_dir() else Path(root)
-    pattern = re.compile(r"^(\d\d)([a-z]\d\d)([A-Za-z])([a-z]?)$")
-    for path in _audio_files(folder, report, recursive=False):
-        match = pattern.match(path.stem)
-        if match is None:
-            report.unparsed.append(str(path))
-            continue
+    for path, match in _named_clips(folder, r"^(\d\d)([a-z]\d\d)([A-Za-z])([a-z]?)$", report, recursive=False):
         yield _Entry(str(path), match.group(3).upper(), match.group(1))
 
 
 def _ravdess(root: Any, report: CorpusReport, *, include_song: bool = False) -> Iterator[_Entry]:
     """``MM-VV-EE-II-SS-RR-AA.wav``: modality, vocal channel (01 speech, 02 song), emotion, ..., actor."""
-    pattern = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
-    for path in _audio_files(Path(root), report):
-        match = pattern.match(path.stem)
-        if match is None:
-            report.unparsed.append(str(path))
-            continue
+    for path, match in _named_clips(Path(root), r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$", report):
         if match.group(2) == "02" and not include_song:
             report.skipped["song (include_song=False)"] += 1
             continue
         yield _Entry(str(path), match.group(3), match.group(7))
 
 
-def _crema_d(root: Any, report: CorpusReport) -> Iterator[_Entry]:
-    """``1001_DFA_ANG_XX.wav``: actor, sentence, emotion, intensity."""
-    pattern = re.compile(r"^(\d+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z0-9]+)$")
-    for path in _audio_files(Path(root), report):
-        match = pattern.match(path.stem)
+def _named_clips(folder: Path, pattern: str, report: CorpusReport, *, recursive: bool = True,
+                 flags: int = 0) -> Iterator[tuple[Path, re.Match[str]]]:
+    """Each audio file whose stem follows the corpus's naming ``pattern``; the others are reported."""
+    compiled = re.compile(pattern, flags)
+    for path in _audio_files(folder, report, recursive=recursive):
+        match = compiled.match(path.stem)
         if match is None:
             report.unparsed.append(str(path))
             continue
+        yield path, match
+
+
+def _crema_d(root: Any, report: CorpusReport) -> Iterator[_Entry]:
+    """``1001_DFA_ANG_XX.wav``: actor, sentence, emotion, intensity."""
+    for path, match in _named_clips(Path(root), r"^(\d+)_([A-Za-z]+)_([A-Za-z]+)_([A-Za-z0-9]+)$", report):
         yield _Entry(str(path), match.group(3).upper(), match.group(1))
 
 
 def _tess(root: Any, report: CorpusReport) -> Iterator[_Entry]:
     """``OAF_back_angry.wav`` (in folders such as ``OAF_angry``): speaker OAF/YAF, word, emotion."""
-    pattern = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_(.+)$", re.IGNORECASE)
-    for path in _audio_files(Path(root), report):
-        match = pattern.match(path.stem)
-        if match is None:
-            report.unparsed.append(str(path))
-            continue
+    for path, match in _named_clips(Path(root), r"^(OAF|YAF)_([A-Za-z]+)_(.+)$", report, flags=re.IGNORECASE):
         yield _Entry(str(path), match.group(3).lower(), match.group(1).upper())
 
 
 def _nemo(root: Any, report: CorpusReport) -> Iterator[_Entry]:
     """``{speaker}_{emotion}_{n}.wav`` (``EB0_anger_1.wav``), in ``samples/`` or the root itself."""
     folder = Path(root) / "samples" if (Path(root) / "samples").is_dir() else Path(root)
-    pattern = re.compile(r"^([A-Z]+\d+)_([a-z]+)_(\d+)$")
-    for path in _audio_files(folder, report):
-        match = pattern.match(path.stem)
-        if match is None:
-            report.unparsed.append(str(path))
-            continue
+    for path, match in _named_clips(folder, r"^([A-Z]+\d+)_([a-z]+)_(\d+)$", report):
         yield _Entry(str(path), match.group(2), match.group(1))
 
 
 def _emovo(root: Any, report: CorpusReport) -> Iterator[_Entry]:
     """``{emotion}-{speaker}-{sentence}.wav`` (``rab-f1-b2.wav``), in speaker folders f1..m3."""
-    pattern = re.compile(r"^([a-z]{3})-([fm]\d)-([a-z]+\d*)$", re.IGNORECASE)
-    for path in _audio_files(Path(root), report):
-        match = pattern.match(path.stem)
-        if match is None:
-            report.unparsed.append(str(path))
-            continue
+    for path, match in _named_clips(Path(root), r"^([a-z]{3})-([fm]\d)-([a-z]+\d*)$", report, flags=re.IGNORECASE):
         yield _Entry(str(path), match.group(1).lower(), match.group(2).lower())
 
 
@@ -296,12 +278,7 @@ def _turev(root: Any, report: CorpusReport) -> Iterator[_Entry]:
     filtered copies of the same clips, which would count every clip twice.
     """
     folder = Path(root) / "Sound Source" if (Path(root) / "Sound Source").is_dir() else Path(root)
-    pattern = re.compile(r"^(\d+)_([a-z]{2})_(.+)$", re.IGNORECASE)
-    for path in _audio_files(folder, report):
-        match = pattern.match(path.stem)
-        if match is None:
-            report.unparsed.append(str(path))
-            continue
+    for path, match in _named_clips(folder, r"^(\d+)_([a-z]{2})_(.+)$", report, flags=re.IGNORECASE):
         yield _Entry(str(path), match.group(2).lower(), match.group(1))
 
 
