@@ -1,10 +1,9 @@
 """nEMO, EMOVO and TurEV-DB adapters on tiny corpora laid out like the real ones, the corpus
 registry, training on several corpora at once (harmonised labels) and leave-one-corpus-out folds;
-the real corpora where they have been fetched (``SER_CORPORA_DIR`` or ``/work/corpora``)."""
+the real corpora where they have been downloaded (``SER_CORPORA``, ``data/`` or a ``corpora/`` folder above)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -123,15 +122,16 @@ def test_leave_one_corpus_out_never_mixes_corpora(tmp_path):
         loco_folds(dataset.filter(lambda row: row["corpus"] == "nemo"))
 
 
-CORPORA_DIR = Path(os.environ.get("SER_CORPORA_DIR", "/work/corpora"))
 REAL = {"nemo": (4481, 9), "emovo": (588, 6), "turev": (1735, 6)}
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_corpus_counts(name):
-    root = CORPORA_DIR / name
-    if not root.is_dir():
-        pytest.skip(f"{name} not fetched to {root} (see the README's Get data section)")
+    from tests.test_download import _local_copy
+
+    root = _local_copy(name)
+    if root is None:
+        pytest.skip(f"no local copy of {name} (python -m finetune download {name} --to DIR; set SER_CORPORA=DIR)")
     dataset, report = read_corpus(name, root)
     clips, speakers = REAL[name]
     assert (len(dataset), len(set(dataset["speaker"])), report.problems) == (clips, speakers, 0)
