@@ -138,7 +138,9 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
         x_title="time (s)", visible=False, elem_id="demo-timeline",
     )
     last_prediction = gr.State(None)
-    voice = gr.State(None)  # this visit's SpeakerContext: pooled features of its recordings, in memory only
+    # This visit's SpeakerContext: pooled features of its last clips (at most ~0.7 MB), in memory only,
+    # dropped after the same idle time as the visit's uploads so abandoned sessions do not pile up.
+    voice = gr.State(None, time_to_live=context.config.cache_max_age_s)
     saved_ids = gr.State([])  # label ids this page saved: the only ones its Undo may withdraw
 
     def predict(audio_path: str | None, adapt_to_voice: bool = False,
