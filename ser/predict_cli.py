@@ -62,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
         from ser.ray_engine import run_cli
 
         return run_cli(args, files, out)
-    from transformers.utils import logging as transformers_logging
+    # Keep stderr for errors a script can parse: transformers' loading bars follow this at import
+    # (set here rather than importing transformers, which the exported serving path never needs).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     from ser.bulk import ResultWriter, adapted_stream, batching_is_exact, decoded_stream, finished_paths, predict_stream
     from ser.model import ModelLoadError, Predictor
-
-    transformers_logging.disable_progress_bar()  # keep stderr for errors a script can parse
 
     done = finished_paths(out) if args.resume else set()
     todo = [path for path in files if str(path) not in done]

