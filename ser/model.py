@@ -158,6 +158,10 @@ class Predictor:
             model = AutoModelForAudioClassification.from_pretrained(source, local_files_only=offline)
         except (OSError, ValueError) as error:  # hub errors: not found, offline, invalid id
             raise _offline_hint(source, error, offline) from error
+        if local.is_dir():  # the extractor of the export path too: every process computes the same features
+            from ser.backbones.whisper_features import from_config
+
+            feature_extractor = from_config(local) or feature_extractor
         predictor = cls(model, feature_extractor, name=name, version=_model_version(local, model))
         predictor.use_runtime(runtime, local if local.is_dir() else None)
         return predictor

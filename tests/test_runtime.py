@@ -51,16 +51,9 @@ def test_the_model_is_peaked_so_agreement_can_fail(eager):
     assert (probs.max(axis=0) - probs.min(axis=0)).max() > 10 * TOLERANCE  # so does the distribution
 
 
-def openvino_precision() -> str:
-    import openvino as ov
-
-    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-
-
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_fp32_runtimes_match_eager(model_dir, eager, runtime):
-    if runtime == "openvino" and openvino_precision() != "f32":
-        pytest.skip("OpenVINO computes in bf16 on this CPU: it differs from eager by design (auto checks it)")
+    """OpenVINO included: it is held to fp32 even on CPUs where it would pick bf16 by itself."""
     fast = Predictor.from_pretrained(model_dir, runtime=runtime)
     assert fast.runtime == runtime
     for clip in clips():
@@ -69,9 +62,10 @@ def test_fp32_runtimes_match_eager(model_dir, eager, runtime):
 
 
 def test_auto_rejects_int8_where_it_is_far_off(model_dir, eager):
-    """Fixed case: int8 weights move this model's probabilities by ~0.3, so auto must not use them."""
+    """Fixed case: int8 weights move this model's probabilities by 0.06-0.3 (the CPU's int8 kernels
+    decide how much), at least twice the tolerance, so auto must not use them."""
     forced = Predictor.from_pretrained(model_dir, runtime="onnx-int8")
-    assert max(abs(eager.predict(c)[k] - forced.predict(c)[k]) for c in clips() for k in eager.labels) > 0.1
+    assert max(abs(eager.predict(c)[k] - forced.predict(c)[k]) for c in clips() for k in eager.labels) > 2 * TOLERANCE
     auto = Predictor.from_pretrained(model_dir)
     assert auto.runtime_check["onnx-int8"]["max_prob_diff"] > TOLERANCE
     assert auto.runtime != "onnx-int8"
