@@ -158,11 +158,12 @@ class Predictor:
             model = AutoModelForAudioClassification.from_pretrained(source, local_files_only=offline)
         except (OSError, ValueError) as error:  # hub errors: not found, offline, invalid id
             raise _offline_hint(source, error, offline) from error
-        if local.is_dir():  # the extractor of the export path too: every process computes the same features
+        predictor = cls(model, feature_extractor, name=name, version=_model_version(local, model))
+        if local.is_dir() and predictor._padding == "longest":
+            # The export path's extractor too, so deciding and reusing processes compute the same features.
             from ser.backbones.whisper_features import from_config
 
-            feature_extractor = from_config(local) or feature_extractor
-        predictor = cls(model, feature_extractor, name=name, version=_model_version(local, model))
+            predictor.feature_extractor = from_config(local) or feature_extractor
         predictor.use_runtime(runtime, local if local.is_dir() else None)
         return predictor
 
@@ -193,7 +194,7 @@ class Predictor:
         if record is None:
             return None
         try:
-            feature_extractor = _export_feature_extractor(local)
+            feature_extractor = _export_feature_extractor(local, record["serving"]["padding"])
             runner = load_exported(record)
         except (OSError, ValueError, RuntimeError):
             return None  # e.g. a project feature extractor that needs its module: load fully
@@ -330,12 +331,12 @@ class _ExportedModel:
         return AutoModelForAudioClassification.from_pretrained(str(self.checkpoint)).eval()
 
 
-def _export_feature_extractor(local: Path) -> Any:
+def _export_feature_extractor(local: Path, padding: str) -> Any:
     """Whisper's log-mel without transformers where it reproduces the checkpoint's extractor
     (0.8 s of start-up), else transformers' own."""
     from ser.backbones.whisper_features import from_config
 
-    fast = from_config(local)
+    fast = from_config(local) if padding == "longest" else None
     if fast is not None:
         return fast
     from transformers import AutoFeatureExtractor

@@ -58,3 +58,15 @@ def test_the_exported_default_model_serves_without_importing_transformers():
     if second["runtime"] == "eager":
         pytest.skip("no export met the tolerance on this machine: eager PyTorch needs transformers")
     assert second["transformers"] is False
+
+
+def test_whisper_padded_to_30_s_keeps_transformers_extractor(tmp_path):
+    """transformers' Whisper classifier needs the 30 s window, which the fast extractor does not make."""
+    from ser.model import Predictor
+    from tests.tiny_models import save_tiny_whisper
+
+    predictor = Predictor.from_pretrained(save_tiny_whisper(tmp_path / "whisper"), runtime="eager")
+    assert predictor._padding == "max_length"
+    assert type(predictor.feature_extractor).__name__ == "WhisperFeatureExtractor"
+    probs = predictor.predict(load_audio(REAL_SPEECH[0]))
+    assert abs(sum(probs.values()) - 1) < 1e-6
