@@ -34,6 +34,30 @@ def test_fast_extractor_equals_transformers_on_real_speech(clip, trim):
     assert torch.equal(fast["attention_mask"], reference["attention_mask"])
 
 
+def test_a_batch_of_one_length_equals_transformers_and_each_clip_alone():
+    """Each clip's floor follows its own loudness: a quiet clip beside a loud one is not clipped."""
+    waveforms = [load_audio(path) for path in REAL_SPEECH[:3]]
+    length = min(len(w) for w in waveforms) // 160 * 160
+    clips = [w[:length] for w in waveforms]
+    clips[1] = clips[1] * 0.01
+    fast = from_config(DEFAULT_MODEL)(clips, sampling_rate=16000)
+    reference = AutoFeatureExtractor.from_pretrained(DEFAULT_MODEL)(
+        clips, sampling_rate=16000, padding="longest", return_tensors="pt"
+    )
+    assert fast["input_features"].shape == reference["input_features"].shape == (3, 80, length // 160)
+    assert torch.allclose(fast["input_features"], reference["input_features"], atol=5e-5)
+    assert torch.equal(fast["attention_mask"], reference["attention_mask"])
+    for index, clip in enumerate(clips):
+        alone = from_config(DEFAULT_MODEL)(clip, sampling_rate=16000)["input_features"][0]
+        assert torch.equal(fast["input_features"][index], alone)
+
+
+def test_clips_of_different_lengths_are_refused_rather_than_padded():
+    clips = [load_audio(REAL_SPEECH[0])[:16000], load_audio(REAL_SPEECH[0])[:8000]]
+    with pytest.raises(ValueError, match="one length"):
+        from_config(DEFAULT_MODEL)(clips, sampling_rate=16000)
+
+
 @pytest.mark.parametrize("change", [{"dither": 1e-5}, {"do_normalize": True}, {"n_fft": 512},
                                     {"feature_extractor_type": "Wav2Vec2FeatureExtractor"}])
 def test_configs_it_does_not_reproduce_fall_back_to_transformers(tmp_path, change):

@@ -24,7 +24,8 @@ SUPPORTED = {"feature_extractor_type": "WhisperFeatureExtractor", "dither": 0.0,
 
 
 class WhisperLogMel:
-    """Callable like the transformers extractor, for one mono 16 kHz clip at its own length."""
+    """Callable like the transformers extractor, for mono 16 kHz clips at their own length: one clip,
+    or a batch of clips of one length (as ``ser.bulk`` batches them: no padding)."""
 
     def __init__(self, feature_size: int, n_fft: int, hop_length: int, sampling_rate: int,
                  return_attention_mask: bool) -> None:
@@ -36,20 +37,25 @@ class WhisperLogMel:
             n_fft // 2 + 1, 0.0, 8000.0, feature_size, sampling_rate, norm="slaney", mel_scale="slaney"
         )
 
-    def __call__(self, waveform: np.ndarray, *, sampling_rate: int, padding: str = "longest",
-                 return_tensors: str = "pt") -> dict[str, torch.Tensor]:
+    def __call__(self, waveform: np.ndarray | list[np.ndarray], *, sampling_rate: int,
+                 padding: str = "longest", return_tensors: str = "pt") -> dict[str, torch.Tensor]:
         if sampling_rate != self.sampling_rate or padding != "longest" or return_tensors != "pt":
-            raise ValueError("WhisperLogMel computes one clip at its own length, as torch tensors")
+            raise ValueError("WhisperLogMel computes clips at their own length, as torch tensors")
+        if isinstance(waveform, (list, tuple)) and len({len(clip) for clip in waveform}) > 1:
+            raise ValueError("WhisperLogMel batches clips of one length only (no padding)")
         samples = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
-        stft = torch.stft(samples, self.n_fft, self.hop_length, window=torch.hann_window(self.n_fft),
+        batch = samples if samples.dim() == 2 else samples[None]
+        stft = torch.stft(batch, self.n_fft, self.hop_length, window=torch.hann_window(self.n_fft),
                           return_complex=True)
         magnitudes = (stft[..., :-1].abs() ** 2).contiguous()
         log_spec = torch.clamp(self.mel_filters.T @ magnitudes, min=1e-10).log10()
-        log_spec = (torch.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
-        features = {"input_features": log_spec[None]}
+        # Each clip's floor is 8 below its own maximum, as transformers computes a batch.
+        ceiling = log_spec.amax(dim=(1, 2), keepdim=True)
+        log_spec = (torch.maximum(log_spec, ceiling - 8.0) + 4.0) / 4.0
+        features = {"input_features": log_spec}
         if self.return_attention_mask:
             # Sample-level, as transformers returns it when the call does not ask for a mask itself.
-            features["attention_mask"] = torch.ones(1, len(samples), dtype=torch.int32)
+            features["attention_mask"] = torch.ones(batch.shape, dtype=torch.int32)
         return features
 
 
