@@ -1,10 +1,11 @@
 """EmoDB leave-one-speaker-out accuracy of every model family, in one table.
 
-Every family exposes ``run_fold(dataset, train_idx, test_idx, options) -> (y_true, y_pred)`` (class
-indices); this script runs it on the 10 LOSO folds of EmoDB (no test speaker is ever seen in
+Every family is a ``finetune.cv.TrainingMethod``; this script cross-validates it with
+``finetune.cv.cross_validate`` on the 10 LOSO folds of EmoDB (no test speaker is ever seen in
 training, so the numbers are not the inflated speaker-shared ones) and reports per row: UAR as mean
-± std over folds and pooled over all 535 predictions, pooled accuracy and macro-F1, training time
-per fold, the size of the saved model and its prediction latency through ``Predictor``.
+± sample std over folds (the rule of every table) and pooled over all 535 predictions, pooled
+accuracy and macro-F1, training time per fold, the size of the saved model and its prediction
+latency through ``Predictor``.
 
     python benchmarks/accuracy.py [--families classical probe ...] [--emodb ../shared/data/emodb]
 
@@ -37,9 +38,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from finetune.cv import cross_validate  # noqa: E402
 from finetune.data import loso_folds  # noqa: E402
 from ser.corpora import label_names, load_corpus, waveform  # noqa: E402
-from ser.metrics import compute_metrics  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_EMODB = REPO.parent / "shared" / "data" / "emodb"
@@ -111,44 +112,35 @@ FAMILIES: dict[str, list[Row]] = {
 
 
 def evaluate_row(row: Row, dataset: Any, folds: list, cache_dir: str | None) -> dict[str, Any]:
-    """Run every fold of one row; metrics per fold and pooled, timings, model size and latency."""
+    """Cross-validate one row (``finetune.cv``); metrics per fold and pooled, timings, model size and latency."""
     module = importlib.import_module(row.module)
-    names = label_names(dataset)
     with tempfile.TemporaryDirectory(prefix="ser-accuracy-") as scratch:
         model_dir = Path(scratch) / "model"
-        options = {**row.options, "cache_dir": cache_dir}
-        if hasattr(module, "prepare"):
-            module.prepare(dataset, options)
-        fold_metrics, seconds, all_true, all_pred = [], [], [], []
-        for number, (train_idx, test_idx) in enumerate(folds):
+
+        def fold_options(number: int, options: dict[str, Any]) -> dict[str, Any]:
             # Only the first fold saves its model: enough to measure size and latency.
-            fold_options = {**options, "model_dir": str(model_dir) if number == 0 else None}
-            started = time.perf_counter()
-            y_true, y_pred = module.run_fold(dataset, train_idx, test_idx, fold_options)
-            seconds.append(time.perf_counter() - started)
-            fold_metrics.append(compute_metrics(list(map(int, y_true)), list(map(int, y_pred)), names))
-            all_true.extend(map(int, y_true))
-            all_pred.extend(map(int, y_pred))
-            print(f"  {row.key} fold {number + 1}/{len(folds)}: UAR {fold_metrics[-1]['uar']:.3f}", flush=True)
-        pooled = compute_metrics(all_true, all_pred, names)
+            return {**options, "model_dir": str(model_dir) if number == 0 else None}
+
+        result = cross_validate(dataset, module, folds, {**row.options, "cache_dir": cache_dir},
+                                fold_options=fold_options)
         size, latency = _model_cost(model_dir, dataset, folds[0][1])
-    uars = [metrics["uar"] for metrics in fold_metrics]
+    summary = result.summary
     return {
         "key": row.key,
         "family": row.family,
         "model": row.model,
         "features": row.features,
         "options": row.options,
-        "uar_folds": uars,
-        "uar_mean": statistics.fmean(uars),
-        "uar_std": statistics.pstdev(uars),
-        "uar_pooled": pooled["uar"],
-        "accuracy_pooled": pooled["accuracy"],
-        "macro_f1_pooled": pooled["macro_f1"],
-        "accuracy_folds": [metrics["accuracy"] for metrics in fold_metrics],
-        "confusion_matrix": pooled["confusion_matrix"],
-        "labels": names,
-        "train_seconds_per_fold": statistics.fmean(seconds),
+        "uar_folds": [fold["uar"] for fold in result.per_fold],
+        "uar_mean": summary["uar"]["mean"],
+        "uar_std": summary["uar"]["std"],
+        "uar_pooled": result.pooled["uar"],
+        "accuracy_pooled": result.pooled["accuracy"],
+        "macro_f1_pooled": result.pooled["macro_f1"],
+        "accuracy_folds": [fold["accuracy"] for fold in result.per_fold],
+        "confusion_matrix": result.pooled["confusion_matrix"],
+        "labels": label_names(dataset),
+        "train_seconds_per_fold": statistics.fmean(fold["seconds"] for fold in result.per_fold),
         "model_bytes": size,
         "predict_ms_per_clip": latency,
         "machine": machine(),
@@ -195,7 +187,7 @@ def render(results: dict[str, Any]) -> str:
         "`benchmarks/results/probe_emodb.md` by this same LOSO score, not by nested cross-validation, so its row is "
         "slightly optimistic (each recipe's score is in that file).",
         "UAR = unweighted average recall (balanced accuracy). Pooled = over all predictions of all folds; "
-        "mean ± std = over the per-speaker folds. Train time is wall-clock per fold on the row's machine: "
+        "mean ± std = over the per-speaker folds (sample std). Train time is wall-clock per fold on the row's machine: "
         "the probe and classical rows train on features extracted once before the folds (not counted: the probe's "
         "Whisper encoding is in `benchmarks/results/train.md`), the light and fine-tuned rows compute their "
         "features inside training (counted); "

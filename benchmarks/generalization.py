@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from finetune import probe as fp  # noqa: E402
+from finetune.cv import cross_validate  # noqa: E402
 from finetune.data import loco_folds, loso_folds, speaker_groups  # noqa: E402
 from ser.adaptation import speaker_stats, standardise  # noqa: E402
 from ser.corpora import label_names, load_corpora  # noqa: E402
@@ -121,18 +122,12 @@ def evaluate_fold(dataset, features, options, train_idx, test_idx, context: int)
     return {mode: scores(y_true, pred, trained) for mode, pred in zip(MODES, (plain, everything, with_context))}
 
 
-def in_corpus_loso(dataset, features, options, corpus: str) -> float:
-    """Leave-one-speaker-out UAR inside one corpus (plain head): the usual in-corpus figure."""
+def in_corpus_loso(dataset, options, corpus: str) -> float:
+    """Leave-one-speaker-out UAR inside one corpus (plain head): the usual in-corpus figure (``finetune.cv``)."""
     rows = np.flatnonzero(np.asarray(dataset["corpus"]) == corpus)
-    part = dataset.select(rows)
-    names = np.asarray(label_names(dataset))
-    truth, preds = [], []
-    for train, test in loso_folds(part):
-        head, _, _ = fp.fit_head(dataset, rows[train], features, options)
-        preds += names[fp.predict_rows(head, features, features.rows(rows[test], with_copies=False))].tolist()
-        truth += names[np.asarray(dataset["label"])[rows[test]]].tolist()
-    truth, preds = np.asarray(truth), np.asarray(preds)
-    return float(np.mean(list(recalls(truth, preds, sorted(set(truth.tolist()))).values())))
+    folds = [(rows[train], rows[test]) for train, test in loso_folds(dataset.select(rows))]
+    plain = fp.options_from({**asdict(options), "adapt": False})
+    return cross_validate(dataset, fp, folds, plain, progress=False).pooled["uar"]
 
 
 def run(backbone: str, recipe: Recipe, names: list[str], roots: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -147,7 +142,7 @@ def run(backbone: str, recipe: Recipe, names: list[str], roots: list[str], args:
         train_idx = train_idx[~np.isin(corpora[train_idx], list(recipe.evaluation_only))]
         held_out[corpus] = evaluate_fold(dataset, features, options, train_idx, test_idx, args.context)
         if args.in_corpus:
-            held_out[corpus]["in-corpus LOSO UAR"] = in_corpus_loso(dataset, features, options, corpus)
+            held_out[corpus]["in-corpus LOSO UAR"] = in_corpus_loso(dataset, options, corpus)
         print(backbone, recipe.name, corpus, {m: round(held_out[corpus][m]["uar_4"], 3) for m in MODES}, flush=True)
     means = {mode: float(np.mean([r[mode]["uar_4"] for r in held_out.values()])) for mode in MODES}
     return {

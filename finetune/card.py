@@ -1,9 +1,11 @@
 """What every training run leaves beside its model: metrics.json, a report with plots, a model card.
 
-All training paths (fine-tuning, probe, classical) call :func:`write_run_outputs`, so every model
-directory the app can switch to says the same things in the same place: which data it learned
-from, how the test speakers were kept apart, what it scored, and under which licence the training
-data may be used (a model inherits its data's terms; acted corpora are mostly non-commercial).
+All training paths (fine-tuning, probe, classical, retrain, the default model) describe their run
+as one :class:`RunRecord` and write it with :func:`write_run_outputs`, so every model directory
+the app can switch to says the same things in the same place: its version (:func:`version_id`),
+which data it learned from, how the test speakers were kept apart, what it scored, and under which
+licence the training data may be used (a model inherits its data's terms; acted corpora are
+mostly non-commercial). The licence texts are ``ser.corpora.CorpusSpec.licence``'s.
 """
 
 from __future__ import annotations
@@ -11,78 +13,88 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ser.metrics import write_report
 
-# Terms of the corpora ser.corpora reads, as their publishers state them.
-DATA_LICENCES: dict[str, str] = {
-    "emodb": (
-        "EmoDB (Burkhardt et al., Interspeech 2005): distributed free of charge by TU Berlin for research; "
-        "no formal licence file. Cite the paper."
-    ),
-    "ravdess": "RAVDESS (Livingstone & Russo, 2018): CC BY-NC-SA 4.0 (non-commercial).",
-    "crema-d": "CREMA-D (Cao et al., 2014): Open Database License v1.0, contents under the Database Contents License v1.0.",
-    "tess": "TESS (Dupuis & Pichora-Fuller, 2010): CC BY-NC-ND 4.0 (non-commercial).",
-}
 UNKNOWN_LICENCE = "Unknown: check the terms of the training data before sharing this model."
+VERSION_TIME = "%Y%m%dT%H%M%SZ"
 
 
 def corpus_licence(corpus: str) -> str:
-    """The training-data licence line for a corpus name known to ``ser.corpora``."""
-    return DATA_LICENCES.get(corpus.strip().lower().replace("_", "-"), UNKNOWN_LICENCE)
+    """The training-data licence of a corpus (or comma-separated corpora), from ``ser.corpora``'s specs."""
+    from ser.corpora import CorpusError, corpus_spec
+
+    texts = []
+    for name in (part.strip() for part in corpus.split(",") if part.strip()):
+        try:
+            spec = corpus_spec(name)
+        except CorpusError:
+            spec = None
+        texts.append(f"{spec.name}: {spec.licence}" if spec and spec.licence else f"{name}: {UNKNOWN_LICENCE}")
+    return " ".join(texts) or UNKNOWN_LICENCE
 
 
-def default_version(out_dir: str | Path) -> str:
-    """A version that tells runs apart: the directory name and the UTC time of writing."""
-    return f"{Path(out_dir).name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+def version_id(name: str, when: float | None = None) -> str:
+    """``{name}-{UTC YYYYmmddTHHMMSSZ}``: the one version format of every run (sortable, zone-free)."""
+    return f"{name}-{time.strftime(VERSION_TIME, time.gmtime(when))}"
+
+
+@dataclass
+class RunRecord:
+    """One training run as stored in metrics.json and told by the model card.
+
+    ``metrics`` is what ``ser.metrics.compute_metrics`` returns for the test clips; ``extra``
+    (options, speakers, validation scores...) is stored in metrics.json beside it; ``card`` is a
+    model card the method renders itself (the probe's), else :func:`model_card` writes one.
+    """
+
+    metrics: Mapping[str, Any]
+    model_name: str
+    data_desc: str
+    split_desc: str
+    licence: str
+    version: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    title: str | None = None  # of report.md; default "<model_name>: test split"
+    card: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of metrics.json: the test metrics, then what the run was, then ``extra``."""
+        return {
+            **dict(self.metrics),
+            "model_version": self.version,
+            "model": self.model_name,
+            "data": self.data_desc,
+            "split": self.split_desc,
+            "data_licence": self.licence,
+            **dict(self.extra),
+        }
 
 
 def write_run_outputs(
-    out_dir: str | Path,
-    metrics: Mapping[str, Any],
-    *,
-    model_name: str,
-    data_desc: str,
-    split_desc: str,
-    licence: str,
-    extra: Mapping[str, Any] | None = None,
-    version: str | None = None,
+    out_dir: str | Path, metrics: Mapping[str, Any], *, version: str | None = None, **fields: Any
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.md`` + confusion/per-class PNGs and the model card ``README.md``.
 
-    ``metrics`` is what ``ser.metrics.compute_metrics`` returns for the test split; ``extra``
-    (options, speakers, validation scores...) is stored in metrics.json beside it. Returns the
-    written paths by kind.
+    ``fields`` are those of :class:`RunRecord`; ``version`` defaults to :func:`version_id` of the
+    directory's name. Returns the written paths by kind.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    version = version or default_version(out)
-    record = {
-        **dict(metrics),
-        "model_version": version,
-        "model": model_name,
-        "data": data_desc,
-        "split": split_desc,
-        "data_licence": licence,
-        **dict(extra or {}),
-    }
+    record = RunRecord(metrics, version=version or version_id(out.name), **fields)
     paths = {"metrics": out / "metrics.json", "card": out / "README.md"}
-    paths["metrics"].write_text(json.dumps(record, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    paths.update(write_report(dict(metrics), out, title=f"{model_name}: test split"))
-    paths["card"].write_text(
-        model_card(metrics, model_name=model_name, data_desc=data_desc, split_desc=split_desc,
-                   licence=licence, version=version),
-        encoding="utf-8",
-    )
+    paths["metrics"].write_text(json.dumps(record.to_json(), indent=2, default=_json_default) + "\n", encoding="utf-8")
+    paths.update(write_report(dict(metrics), out, title=record.title or f"{record.model_name}: test split"))
+    paths["card"].write_text(record.card or model_card(record), encoding="utf-8")
     return paths
 
 
-def model_card(
-    metrics: Mapping[str, Any], *, model_name: str, data_desc: str, split_desc: str, licence: str, version: str
-) -> str:
+def model_card(record: RunRecord) -> str:
     """The README.md of a model directory, with Hugging Face model-card front matter."""
+    metrics, version = record.metrics, record.version
     labels = list(metrics["labels"])
     lines = [
         "---",
@@ -93,19 +105,19 @@ def model_card(
         "- audio-classification",
         "---",
         "",
-        f"# Speech emotion recognition: {model_name}",
+        f"# Speech emotion recognition: {record.model_name}",
         "",
         f"Version `{version}`. Predicts one of: {', '.join(labels)}.",
         "",
         "## Training data",
         "",
-        data_desc,
+        record.data_desc,
         "",
-        f"**Data licence:** {licence}",
+        f"**Data licence:** {record.licence}",
         "",
         "## Split",
         "",
-        split_desc,
+        record.split_desc,
         "",
         "## Test metrics",
         "",
@@ -142,10 +154,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
         return asdict(value)
     raise TypeError(f"cannot store {type(value).__name__} in metrics.json")
 
 
-__all__ = ["DATA_LICENCES", "UNKNOWN_LICENCE", "corpus_licence", "default_version", "model_card", "write_run_outputs"]
+__all__ = ["UNKNOWN_LICENCE", "RunRecord", "corpus_licence", "model_card", "version_id", "write_run_outputs"]

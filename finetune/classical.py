@@ -222,7 +222,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Speaker-disjoint split, train, evaluate on the held-out speakers, write model + report + card."""
-    from finetune.card import corpus_licence, default_version, write_run_outputs
+    from finetune.card import corpus_licence, version_id, write_run_outputs
     from finetune.data import train_val_test_split
     from ser.corpora import load_corpus
     from ser.metrics import compute_metrics
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         "train_seconds": round(train_seconds, 3),
         "options": asdict(options),
     }
-    version = default_version(out)
+    version = version_id(out.name)
     model.metrics = {key: metrics[key] for key in ("accuracy", "uar", "macro_f1", "n")}
     model.info.update(version=version, corpus=args.corpus, training=summary)
     model.save(out)

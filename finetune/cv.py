@@ -5,9 +5,11 @@ depending on which speakers land in the test set. Leave-one-speaker-out (or spea
 tests every speaker once and reports the mean and spread over folds, which is what published SER
 results on EmoDB/RAVDESS mean when they say "speaker-independent".
 
-Every method module (``finetune.train``, ``finetune.probe``, ``finetune.classical``) exposes
-``run_fold(dataset, train_idx, test_idx, options) -> (y_true, y_pred)`` and its own
-``add_arguments``; method options follow ``--`` on the command line::
+:func:`cross_validate` is the one fold loop of the project: ``python -m finetune cv``, ``probe
+--eval loso``, ``finetune.make_default`` and the benchmarks all call it, so every ± printed
+anywhere follows the same rule. Every method module (``finetune.train``, ``finetune.probe``,
+``finetune.classical``) is a :class:`TrainingMethod`; method options follow ``--`` on the command
+line::
 
     python -m finetune cv --method train --folds loso --corpus emodb --root DIR --out DIR -- --model light-cnn
 """
@@ -17,10 +19,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,6 +37,22 @@ METHODS: dict[str, str] = {
 SUMMARY_KEYS = ("uar", "accuracy", "macro_f1")
 # Flags every method's own CLI requires; cv fills them from its own arguments.
 FORWARDED = ("corpus", "root", "out")
+
+
+@runtime_checkable
+class TrainingMethod(Protocol):
+    """What a training method module offers cross-validation (``finetune.train``, ``.probe``, ``.classical``)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Its own command-line options (``cv`` parses what follows ``--`` with them)."""
+
+    def prepare(self, dataset: Any, options: Any = None) -> None:
+        """Work shared by every fold (decoding, feature extraction), done once before the folds are timed."""
+
+    def run_fold(
+        self, dataset: Any, train_idx: Sequence[int], test_idx: Sequence[int], options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Train on ``train_idx``, predict ``test_idx``: (y_true, y_pred) as class indices."""
 
 
 def method_module(method: str) -> ModuleType:
@@ -59,28 +79,85 @@ def make_folds(dataset: Any, folds: str | int, *, seed: int = 0) -> list[tuple[n
     return speaker_kfold(dataset, k, seed=seed)
 
 
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and *sample* standard deviation (ddof=1) over folds; 0 for a single fold.
+
+    The one spread rule of the project: folds are a sample of the speakers (or corpora) a model
+    may meet, so the sample std is the honest estimate of how much a new one moves the score.
+    """
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std}
+
+
+@dataclass
+class CVResult:
+    """Scores of one cross-validation: per fold, mean ± std over folds (:func:`mean_std`), and pooled.
+
+    ``per_fold`` rows hold ``fold``, ``test_speakers``, ``n``, ``seconds`` (training and predicting
+    the fold) and every metric of ``SUMMARY_KEYS``; ``predictions`` are each fold's predicted class
+    indices, in the order of its test indices; ``pooled`` is ``compute_metrics`` over all folds'
+    predictions together; ``meta`` is whatever the caller records beside (corpus, fold scheme...).
+    """
+
+    method: str
+    per_fold: list[dict[str, Any]]
+    pooled: dict[str, Any]
+    predictions: list[list[int]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folds(self) -> int:
+        return len(self.per_fold)
+
+    @property
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and sample std over folds of every metric of ``SUMMARY_KEYS``."""
+        return {key: mean_std([fold[key] for fold in self.per_fold]) for key in SUMMARY_KEYS}
+
+    def to_dict(self, *, predictions: bool = True) -> dict[str, Any]:
+        """JSON-ready: method, folds, per_fold, summary, pooled (and predictions), then ``meta``."""
+        record = {"method": self.method, "folds": self.folds, "per_fold": self.per_fold,
+                  "summary": self.summary, "pooled": self.pooled}
+        if predictions:
+            record["predictions"] = self.predictions
+        return record | self.meta
+
+
 def cross_validate(
     dataset: Any,
-    method: str,
+    method: str | TrainingMethod,
     folds: Sequence[tuple[Sequence[int], Sequence[int]]],
-    options: Any,
+    options: Any = None,
     *,
+    fold_options: Callable[[int, Any], Any] | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Run ``method`` on every fold; per-fold metrics, mean and std over folds, and pooled metrics."""
+) -> CVResult:
+    """Run ``method`` (a name of ``METHODS`` or a :class:`TrainingMethod`) on every fold.
+
+    The method's ``prepare`` runs once first, untimed. ``fold_options(number, options)``, if
+    given, returns the options of one fold (e.g. a model folder for the first fold only).
+    """
     from finetune.data import check_speaker_disjoint, speaker_groups
     from ser.corpora import label_names
     from ser.metrics import compute_metrics
 
-    module = method_module(method)
+    module = method_module(method) if isinstance(method, str) else method
+    name = method if isinstance(method, str) else getattr(module, "__name__", type(module).__name__)
     labels = label_names(dataset)
     groups = speaker_groups(dataset)
+    if hasattr(module, "prepare"):
+        module.prepare(dataset, options)
     per_fold: list[dict[str, Any]] = []
+    predictions: list[list[Any]] = []
     pooled_true: list[Any] = []
-    pooled_pred: list[Any] = []
-    for number, (train_idx, test_idx) in enumerate(tqdm(folds, desc=f"cv {method}", disable=not progress)):
+    for number, (train_idx, test_idx) in enumerate(tqdm(folds, desc=f"cv {name}", disable=not progress)):
         check_speaker_disjoint(dataset, {"train": train_idx, "test": test_idx})
-        y_true, y_pred = module.run_fold(dataset, train_idx, test_idx, options)
+        started = time.perf_counter()
+        y_true, y_pred = module.run_fold(
+            dataset, train_idx, test_idx, fold_options(number, options) if fold_options else options
+        )
+        seconds = time.perf_counter() - started
         y_true, y_pred = _plain(y_true), _plain(y_pred)
         scores = compute_metrics(y_true, y_pred, labels)
         per_fold.append(
@@ -89,18 +166,13 @@ def cross_validate(
                 "test_speakers": sorted(set(groups[np.asarray(test_idx, dtype=int)].tolist())),
                 "n": len(y_true),
                 **{key: scores[key] for key in SUMMARY_KEYS},
+                "seconds": seconds,
             }
         )
         pooled_true += y_true
-        pooled_pred += y_pred
-    summary = {key: _mean_std([fold[key] for fold in per_fold]) for key in SUMMARY_KEYS}
-    return {
-        "method": method,
-        "folds": len(per_fold),
-        "per_fold": per_fold,
-        "summary": summary,
-        "pooled": compute_metrics(pooled_true, pooled_pred, labels),
-    }
+        predictions.append(y_pred)
+    pooled = compute_metrics(pooled_true, [p for fold in predictions for p in fold], labels)
+    return CVResult(name, per_fold, pooled, predictions)
 
 
 def _plain(values: Any) -> list[Any]:
@@ -108,33 +180,26 @@ def _plain(values: Any) -> list[Any]:
     return np.asarray(values).tolist()
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation over folds (0 for a single fold)."""
-    array = np.asarray(values, dtype=float)
-    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
-    return {"mean": float(array.mean()), "std": std}
-
-
-def markdown(result: dict[str, Any], *, title: str) -> str:
-    """A per-fold table and a mean ± std line per metric."""
+def markdown(result: CVResult, *, title: str) -> str:
+    """A per-fold table and a mean ± std (sample std) line per metric."""
     lines = [
         f"# {title}",
         "",
         "| fold | test speakers | clips | UAR | accuracy | macro-F1 |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for fold in result["per_fold"]:
+    for fold in result.per_fold:
         lines.append(
             f"| {fold['fold']} | {', '.join(fold['test_speakers'])} | {fold['n']} | {fold['uar']:.4f} | "
             f"{fold['accuracy']:.4f} | {fold['macro_f1']:.4f} |"
         )
-    summary = result["summary"]
+    summary = result.summary
     lines.append(
         "| **mean ± std** | | | "
         + " | ".join(f"**{summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}**" for key in SUMMARY_KEYS)
         + " |"
     )
-    pooled = result["pooled"]
+    pooled = result.pooled
     lines += [
         "",
         (
@@ -192,12 +257,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_corpora(args.corpus, args.root, label_map=args.label_map)
     folds = make_folds(dataset, args.folds, seed=args.seed)[: args.max_folds]
     result = cross_validate(dataset, args.method, folds, options)
-    result.update(corpus=args.corpus, fold_scheme=str(args.folds), method_args=method_args)
+    result.meta.update(corpus=args.corpus, fold_scheme=str(args.folds), method_args=method_args)
     title = f"{args.corpus}: {args.method} {' '.join(method_args)}, {args.folds} folds (speaker-independent)"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cv.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "cv.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     table = markdown(result, title=title)
     (out / "cv.md").write_text(table, encoding="utf-8")
-    write_report(result["pooled"], out, title=f"{args.corpus} {args.method}: pooled over folds")
+    write_report(result.pooled, out, title=f"{args.corpus} {args.method}: pooled over folds")
     print(table)
     return 0

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from ser.corpora import corpus_spec
+
 AUDIO_SUFFIXES = (".wav", ".flac")
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
@@ -79,16 +81,12 @@ _NEMO_COMMIT = "66de9999a8f2f605eb5f64841790aa5cb0877782"
 _EMOVO_COMMIT = "c13834136874dbf9404f077fd977890605ac90bd"
 _TUREV_COMMIT = "be9873eccbc40538acbeb5e67c718bda96763cf3"
 
-# Keyed by the corpus names of ser.corpora (and of `--corpus`).
+# Keyed by the corpus names of ser.corpora (and of `--corpus`); the licence texts are its CorpusSpecs'.
 SOURCES: dict[str, Source] = {
     "emodb": Source(
         title="EmoDB, Berlin Database of Emotional Speech (Burkhardt et al., Interspeech 2005)",
         homepage="http://emodb.bilderbar.info/",
-        licence=(
-            "EmoDB is distributed free of charge by its authors (TU Berlin) for research. Read the "
-            "terms on http://emodb.bilderbar.info/ and cite Burkhardt, Paeschke, Rolfes, Sendlmeier "
-            "and Weiss, 'A database of German emotional speech', Interspeech 2005."
-        ),
+        licence=corpus_spec("emodb").licence,
         layout="<to>/emodb/wav/03a01Fa.wav ... (535 clips; --root <to>/emodb)",
         files=535,
         # Computed from the 535 wav/ files of the copy this project's default model was trained on.
@@ -98,10 +96,7 @@ SOURCES: dict[str, Source] = {
     "ravdess": Source(
         title="RAVDESS speech audio (Livingstone and Russo, PLoS ONE 2018)",
         homepage="https://zenodo.org/records/1188976",
-        licence=(
-            "RAVDESS is released under Creative Commons Attribution-NonCommercial-ShareAlike 4.0 "
-            "(CC BY-NC-SA 4.0): non-commercial use, share alike, cite Livingstone and Russo (2018)."
-        ),
+        licence=corpus_spec("ravdess").licence,
         layout="<to>/ravdess/Actor_01/03-01-01-01-01-01-01.wav ... (24 actors x 60 clips; --root <to>/ravdess)",
         files=1440,
         archives=(
@@ -115,10 +110,7 @@ SOURCES: dict[str, Source] = {
     "crema-d": Source(
         title="CREMA-D (Cao et al., IEEE Trans. Affective Computing 2014)",
         homepage="https://github.com/CheyneyComputerScience/CREMA-D",
-        licence=(
-            "CREMA-D is released under the Open Database License (ODbL 1.0), its contents under the "
-            "Database Contents License (DbCL 1.0)."
-        ),
+        licence=corpus_spec("crema-d").licence,
         layout="<to>/crema-d/1001_DFA_ANG_XX.wav ... (7,442 clips in one folder; --root <to>/crema-d)",
         files=7442,
         manual=(
@@ -133,7 +125,7 @@ SOURCES: dict[str, Source] = {
     "tess": Source(
         title="TESS, Toronto Emotional Speech Set (Dupuis and Pichora-Fuller, 2010)",
         homepage="https://doi.org/10.5683/SP2/E8H2MF",
-        licence="TESS is released under Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 (CC BY-NC-ND 4.0).",
+        licence=corpus_spec("tess").licence,
         layout="<to>/tess/OAF_angry/OAF_back_angry.wav ... (2,800 clips; --root <to>/tess)",
         files=2800,
         manual=(
@@ -147,10 +139,7 @@ SOURCES: dict[str, Source] = {
     "nemo": Source(
         title="nEMO, Polish emotional speech (Christop, LREC-COLING 2024)",
         homepage="https://github.com/amu-cai/nEMO",
-        licence=(
-            "nEMO is released under Creative Commons Attribution-NonCommercial-ShareAlike 4.0 "
-            "(CC BY-NC-SA 4.0): non-commercial use, share alike, cite Christop (2024)."
-        ),
+        licence=corpus_spec("nemo").licence,
         layout="<to>/nemo/samples/EB0_anger_1.wav ... and <to>/nemo/data.tsv (4,481 clips; --root <to>/nemo)",
         files=4481,
         # Computed from the samples/ files of that commit.
@@ -171,11 +160,7 @@ SOURCES: dict[str, Source] = {
     "emovo": Source(
         title="EMOVO, Italian emotional speech (Costantini et al., LREC 2014)",
         homepage="http://voice.fub.it/activities/corpora/emovo/index.html",
-        licence=(
-            "EMOVO is distributed by its authors (Fondazione Ugo Bordoni) for research, with no "
-            "licence file in the copy fetched here: use it for research only and cite Costantini "
-            "et al. (2014)."
-        ),
+        licence=corpus_spec("emovo").licence,
         layout="<to>/emovo/f1/rab-f1-b2.wav ... (speaker folders f1 f2 f3 m1 m2 m3; 588 clips; --root <to>/emovo)",
         files=588,
         # tree_digest of the data/EMOVO files of that commit.
@@ -192,11 +177,7 @@ SOURCES: dict[str, Source] = {
     "turev": Source(
         title="TurEV-DB, Turkish emotional speech (Canpolat et al., SLTU 2020)",
         homepage="https://github.com/Xeonen/TurEV-DB",
-        licence=(
-            "TurEV-DB is released under Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 "
-            "(CC BY-NC-ND 4.0): non-commercial, no derivatives (evaluate on it; do not ship a model "
-            "trained on it)."
-        ),
+        licence=corpus_spec("turev").licence,
         layout="<to>/turev/Angry/1358_kz_beste.wav ... (folders Angry Calm Happy Sad; 1,735 clips; --root <to>/turev)",
         files=1735,
         # tree_digest of the 'Sound Source' files of that commit.

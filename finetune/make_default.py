@@ -18,7 +18,6 @@ adaptation, and the recipe's EmoDB leave-one-speaker-out UAR on EmoDB's own 7 cl
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import time
@@ -30,10 +29,11 @@ import numpy as np
 import torch
 
 from finetune import probe as fp
-from finetune.data import loco_folds
-from finetune.probe_card import write_model_card
+from finetune.card import version_id
+from finetune.cv import cross_validate
+from finetune.data import loco_folds, loso_folds
+from finetune.probe_card import write_probe_run
 from ser.corpora import corpus_spec, label_names, load_corpora, load_corpus
-from ser.metrics import compute_metrics, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "ser" / "default_model"
@@ -66,38 +66,21 @@ def without_speakers(dataset: Any, speakers: set[str]) -> Any:
 
 
 def loco_predictions(dataset: Any, options: fp.ProbeOptions, evaluation_corpora: set[str]) -> dict[str, Any]:
-    """Pooled predictions of every held-out corpus: single clips and speaker-adapted.
+    """Leave-one-corpus-out scores of single clips and of the speaker-adapted head (``finetune.cv``).
 
     Evaluation-only corpora are never trained on: they are held out in every fold and scored in
     the fold where the training corpora are all the others.
     """
     corpora = np.asarray(dataset["corpus"])
-    labels = np.asarray(dataset["label"])
-    truth: list[int] = []
-    single: list[int] = []
-    adapted: list[int] = []
-    per_corpus = {}
-    for train_idx, test_idx in loco_folds(dataset):
-        held_out = str(corpora[test_idx[0]])
-        train_idx = train_idx[~np.isin(corpora[train_idx], list(evaluation_corpora))]
-        y_true, y_single = fp.run_fold(dataset, train_idx, test_idx, options)
-        _, y_adapted = fp.run_fold(dataset, train_idx, test_idx, fp.options_from({**asdict(options), "adapt": True}))
-        names = label_names(dataset)
-        per_corpus[held_out] = {
-            "single clip": compute_metrics(y_true.tolist(), y_single.tolist(), names)["uar"],
-            "speaker-adapted": compute_metrics(y_true.tolist(), y_adapted.tolist(), names)["uar"],
-            "clips": len(test_idx),
-        }
-        truth += labels[test_idx].tolist()
-        single += y_single.tolist()
-        adapted += y_adapted.tolist()
-        print(held_out, per_corpus[held_out], flush=True)
-    names = label_names(dataset)
-    return {
-        "single": compute_metrics(truth, single, names),
-        "adapted": compute_metrics(truth, adapted, names),
-        "per_corpus": per_corpus,
+    folds = [(train_idx[~np.isin(corpora[train_idx], list(evaluation_corpora))], test_idx)
+             for train_idx, test_idx in loco_folds(dataset)]
+    single = cross_validate(dataset, fp, folds, options)
+    adapted = cross_validate(dataset, fp, folds, fp.options_from({**asdict(options), "adapt": True}))
+    per_corpus = {
+        str(corpora[test_idx[0]]): {"single clip": one["uar"], "speaker-adapted": other["uar"], "clips": len(test_idx)}
+        for (_, test_idx), one, other in zip(folds, single.per_fold, adapted.per_fold)
     }
+    return {"single": single, "adapted": adapted, "per_corpus": per_corpus}
 
 
 def latency_ms(model_dir: Path, seconds: float = 3.0, repeats: int = 20) -> float:
@@ -146,19 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     emodb_loso = None
     if emodb_root:
         emodb = load_corpus("emodb", emodb_root)
-        emodb_loso = fp.cross_validate(emodb, plain)
-        print("EmoDB LOSO, 7 classes:", round(emodb_loso["pooled"]["uar"], 4), flush=True)
+        emodb_loso = cross_validate(emodb, fp, loso_folds(emodb), plain)
+        print("EmoDB LOSO, 7 classes:", round(emodb_loso.pooled["uar"], 4), flush=True)
 
     dataset = without_speakers(load_corpora(names, roots, label_map=LABEL_MAP), held_out)
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     model, log = fp.train_probe(dataset, None, options)
-    model.config.ser_model_version = f"{'+'.join(names)}-whisper-base-probe-{time.strftime('%Y%m%d')}"
+    model.config.ser_model_version = version_id(f"{'+'.join(names)}-whisper-base-probe")
     model.save_pretrained(out)
     latency = latency_ms(out)
     device = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
-    metrics = evaluation["single"]
+    metrics = evaluation["single"].pooled
     held_out = ", ".join(f"{c} {v['single clip']:.3f} / {v['speaker-adapted']:.3f}" for c, v in evaluation["per_corpus"].items())
     summary = {
         "model_version": model.config.ser_model_version,
@@ -173,18 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation": {
             "protocol": f"leave-one-corpus-out over {', '.join(names + eval_names)}, single clips (folds: held-out corpora)",
             "per_corpus_uar": evaluation["per_corpus"],
-            "uar_mean": float(np.mean([v["single clip"] for v in evaluation["per_corpus"].values()])),
-            "uar_std": float(np.std([v["single clip"] for v in evaluation["per_corpus"].values()], ddof=1)),
-            "speaker_adapted_pooled": {k: evaluation["adapted"][k] for k in ("uar", "accuracy", "macro_f1")},
+            "summary": evaluation["single"].summary,
+            "speaker_adapted_pooled": {k: evaluation["adapted"].pooled[k] for k in ("uar", "accuracy", "macro_f1")},
         },
         "emodb_loso_7_class": None if emodb_loso is None else {
-            "uar": emodb_loso["pooled"]["uar"], "uar_mean": emodb_loso["uar_mean"], "uar_std": emodb_loso["uar_std"]
+            "uar": emodb_loso.pooled["uar"], "uar_mean": emodb_loso.summary["uar"]["mean"],
+            "uar_std": emodb_loso.summary["uar"]["std"],
         },
         "options": asdict(options),
         "training": {k: v for k, v in log.items() if "losses" not in k},
         "layer_weights": model.head.layer_weights().tolist(),
         "speaker_adaptation": (
-            f"Leave-one-corpus-out UAR, pooled over held-out clips: {evaluation['adapted']['uar']:.3f} with each test "
+            f"Leave-one-corpus-out UAR, pooled over held-out clips: {evaluation['adapted'].pooled['uar']:.3f} with each test "
             f"speaker standardised by all their clips, against {metrics['uar']:.3f} for single clips "
             f"(per held-out corpus, single / adapted: {held_out})."
         ),
@@ -192,10 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_device": device,
         "rebuild": "python -m finetune.make_default --roots emodb=DIR,nemo=DIR,emovo=DIR --eval-roots turev=DIR",
     }
-    (out / "metrics.json").write_text(json.dumps({**metrics, **summary}, indent=2) + "\n", encoding="utf-8")
-    write_report(metrics, out, title="Default model: leave-one-corpus-out, single clips")
-    write_model_card(out, metrics, summary)
-    print(f"single clips UAR {metrics['uar']:.3f}, adapted {evaluation['adapted']['uar']:.3f}; "
+    write_probe_run(out, metrics, summary, title="Default model: leave-one-corpus-out, single clips")
+    print(f"single clips UAR {metrics['uar']:.3f}, adapted {evaluation['adapted'].pooled['uar']:.3f}; "
           f"latency {latency:.0f} ms per 3 s clip -> {out}")
     return 0
 

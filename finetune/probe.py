@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -454,33 +453,6 @@ def train_probe(dataset: Dataset, train_idx: Sequence[int] | None = None, option
     return build_probe(head, config, options.backbone, speaker_head), log
 
 
-def cross_validate(dataset: Dataset, options: Any = None, folds: list | None = None) -> dict[str, Any]:
-    """Leave-one-speaker-out (or given folds): pooled metrics, and per-fold mean and std."""
-    options = options_from(options)
-    names = label_names(dataset)
-    folds = folds if folds is not None else loso_folds(dataset)
-    groups = speaker_groups(dataset)
-    load_features(dataset, options)  # extract once, before the folds
-    y_true, y_pred, per_fold = [], [], []
-    for train_idx, test_idx in tqdm(folds, desc="folds"):
-        truth, pred = run_fold(dataset, train_idx, test_idx, options)
-        y_true.extend(truth.tolist())
-        y_pred.extend(pred.tolist())
-        fold = compute_metrics(truth.tolist(), pred.tolist(), names)
-        per_fold.append({"speakers": sorted(set(groups[test_idx].tolist()))} | _summary(fold))
-    pooled = compute_metrics(y_true, y_pred, names)
-    spread = {
-        f"{key}_{stat}": float(fn([fold[key] for fold in per_fold]))
-        for key in ("accuracy", "uar", "macro_f1")
-        for stat, fn in (("mean", np.mean), ("std", np.std))
-    }
-    return {"pooled": pooled, "folds": per_fold, **spread}
-
-
-def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {key: metrics[key] for key in ("accuracy", "uar", "macro_f1", "n")}
-
-
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -524,9 +496,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate speaker-independently, train the final probe, write checkpoint + metrics + card."""
-    from finetune.probe_card import write_model_card
+    from finetune.card import version_id
+    from finetune.cv import cross_validate
+    from finetune.probe_card import write_probe_run
     from ser.corpora import load_corpora
-    from ser.metrics import write_report
 
     options = options_from(args)
     out = Path(args.out)
@@ -536,9 +509,10 @@ def run(args: argparse.Namespace) -> int:
     load_features(dataset, options)
     extract_seconds = time.perf_counter() - started
     if args.eval == "loso":
-        cv = cross_validate(dataset, options)
-        metrics, train_idx = cv["pooled"], np.arange(len(dataset))
-        evaluation = {"protocol": "leave-one-speaker-out", **{k: v for k, v in cv.items() if k != "pooled"}}
+        cv = cross_validate(dataset, "probe", loso_folds(dataset), options)
+        metrics, train_idx = cv.pooled, np.arange(len(dataset))
+        evaluation = {"protocol": "leave-one-speaker-out",
+                      **{k: v for k, v in cv.to_dict(predictions=False).items() if k != "pooled"}}
     else:
         split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=args.seed)
         train_idx = split.train
@@ -549,7 +523,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model, log = train_probe(dataset, train_idx, options)
     train_seconds = time.perf_counter() - started
-    model.config.ser_model_version = f"probe-{args.corpus.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model.config.ser_model_version = version_id(f"probe-{args.corpus.replace(',', '+')}")
     model.save_pretrained(out)
     summary = {
         "model_version": model.config.ser_model_version,
@@ -565,9 +539,7 @@ def run(args: argparse.Namespace) -> int:
         "extract_seconds": round(extract_seconds, 2),
         "train_seconds": round(train_seconds, 2),
     }
-    (out / "metrics.json").write_text(json.dumps({**metrics, **summary}, indent=2) + "\n", encoding="utf-8")
-    write_report(metrics, out, title=f"Probe on {args.corpus}: {evaluation['protocol']}")
-    write_model_card(out, metrics, summary)
+    write_probe_run(out, metrics, summary, title=f"Probe on {args.corpus}: {evaluation['protocol']}")
     print(
         f"{args.corpus} probe ({options.backbone}, {options.pooling} pooling): UAR {metrics['uar']:.3f}, "
         f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} ({evaluation['protocol']}) -> {out}"

@@ -2,7 +2,8 @@
 
 A number without its protocol misleads (EmoDB scores ~86 % with speakers shared between train
 and test, ~73 % without, for the same features), so the card states the split beside every
-figure, and the training data's licence, which binds whoever ships the model.
+figure, and the training data's licence (``ser.corpora.CorpusSpec.licence``), which binds whoever
+ships the model. ``finetune.card.write_run_outputs`` writes it with the run's other outputs.
 """
 
 from __future__ import annotations
@@ -12,44 +13,17 @@ from typing import Any
 
 from ser.backbones import OFFLINE_BACKBONES
 
-CORPUS_DATA = {
-    "emodb": (
-        "EmoDB, the Berlin Database of Emotional Speech (Burkhardt, Paeschke, Rolfes, Sendlmeier, Weiss, "
-        "\"A database of German emotional speech\", Interspeech 2005): 535 acted German utterances, "
-        "10 speakers (5 female, 5 male), 10 sentences, 7 emotions.",
-        "Distributed free of charge by TU Berlin for research use (no formal licence file in the download; "
-        "check the terms at http://emodb.bilderbar.info before commercial use). The weights here are derived "
-        "from it.",
-    ),
-    "nemo": (
-        "nEMO (Christop, \"nEMO: Dataset of Emotional Speech in Polish\", LREC-COLING 2024): 4,481 acted Polish "
-        "utterances, 9 speakers, 6 emotions.",
-        "CC BY-NC-SA 4.0 (attribution, non-commercial, share-alike): the weights here are derived from it, so "
-        "they may be used for non-commercial purposes only and shared under the same licence.",
-    ),
-    "emovo": (
-        "EMOVO (Costantini, Iaderola, Paoloni, Todisco, \"EMOVO Corpus: an Italian Emotional Speech Database\", "
-        "LREC 2014): 588 acted Italian utterances, 6 speakers, 7 emotions.",
-        "Distributed by Fondazione Ugo Bordoni for research use (no licence file): research use only.",
-    ),
-    "turev": (
-        "TurEV-DB (Canpolat, Ormanoglu, Zeyrek, \"Turkish Emotion Voice Database\", SLTU 2020): 1,735 acted "
-        "Turkish words, 6 speakers, 4 emotions.",
-        "CC BY-NC-ND 4.0 (no derivatives): used for evaluation only, never for trained weights.",
-    ),
-}
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
 def _metric_rows(metrics: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
-    rows = ["| metric | pooled over all test clips | mean ± std over folds |", "|---|---|---|"]
+    rows = ["| metric | pooled over all test clips | mean ± std over folds (sample std) |", "|---|---|---|"]
+    summary = evaluation.get("summary", {})  # finetune.cv.CVResult.summary
     for key, name in (("uar", "UAR (unweighted average recall)"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
         spread = ""
-        if f"{key}_mean" in evaluation:
-            spread = f"{_percent(evaluation[f'{key}_mean'])} ± {_percent(evaluation[f'{key}_std'])}"
+        if key in summary:
+            spread = f"{_percent(summary[key]['mean'])} ± {_percent(summary[key]['std'])}"
         rows.append(f"| {name} | {_percent(metrics[key])} | {spread or '–'} |")
     return rows
 
@@ -80,6 +54,21 @@ def _recipe(options: dict[str, Any], summary: dict[str, Any]) -> str:
     )
 
 
+def _training_data(corpus: str) -> str:
+    """What a corpus holds and its licence (``ser.corpora.CorpusSpec``, the one copy of both)."""
+    from ser.corpora import CorpusError, corpus_spec
+
+    try:
+        spec = corpus_spec(corpus)
+    except CorpusError:
+        spec = None
+    description = (spec and spec.description) or f"The `{corpus}` corpus."
+    licence = (spec and spec.licence) or "See the corpus's own licence."
+    shipped = spec is None or spec.shippable
+    use = "the weights here are derived from it" if shipped else "used for evaluation only, never for shipped weights"
+    return f"{description} **Licence:** {licence} ({use}.)"
+
+
 def _languages(corpora: list[str]) -> str:
     from ser.corpora import CorpusError, corpus_spec
 
@@ -97,12 +86,7 @@ def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
     """Markdown model card from a run's metrics and summary (see ``finetune.probe.run``)."""
     options, evaluation = summary["options"], summary["evaluation"]
     corpora = [name.strip() for name in str(summary["corpus"]).split(",")]
-    training_data = []
-    for corpus in corpora:
-        data, licence = CORPUS_DATA.get(
-            corpus, (f"The `{corpus}` corpus.", "See the corpus's own licence: the weights are derived from it.")
-        )
-        training_data += [f"- {data} **Licence:** {licence}"]
+    training_data = [f"- {_training_data(corpus)}" for corpus in corpora]
     encoder = f"`{options['backbone']}`"
     offline = OFFLINE_BACKBONES.get(options["backbone"])
     if offline is not None:
@@ -175,7 +159,20 @@ def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(out: str | Path, metrics: dict[str, Any], summary: dict[str, Any]) -> Path:
-    path = Path(out) / "README.md"
-    path.write_text(render_model_card(metrics, summary), encoding="utf-8")
-    return path
+def write_probe_run(out: str | Path, metrics: dict[str, Any], summary: dict[str, Any], *, title: str) -> dict[str, Path]:
+    """A probe's metrics.json, report and this card, through the one run writer (``finetune.card``)."""
+    from finetune.card import corpus_licence, write_run_outputs
+
+    return write_run_outputs(
+        out,
+        metrics,
+        version=summary["model_version"],
+        model_name=f"probe on frozen {summary['options']['backbone']}",
+        data_desc=f"{summary['corpus']}: {summary['n_clips']} clips, {len(summary['speakers'])} speakers, "
+        f"classes {', '.join(summary['labels'])}.",
+        split_desc=summary["evaluation"]["protocol"],
+        licence=corpus_licence(summary["corpus"]),
+        extra=summary,
+        title=title,
+        card=render_model_card(metrics, summary),
+    )

@@ -289,7 +289,9 @@ def next_version(models_dir: Path, store: Any) -> str:
     taken = [p.name for p in models_dir.iterdir()] if models_dir.is_dir() else []
     taken += [str(record["version"]) for record in store.list_models()]
     numbers = [int(match.group(1)) for name in taken if (match := _VERSION_RE.match(name.lstrip(".")))]
-    return f"v{max(numbers, default=0) + 1:04d}-{time.strftime('%Y%m%dT%H%M', time.gmtime())}"
+    from finetune.card import version_id  # the one version format; the v<NNNN> name keeps versions numbered
+
+    return version_id(f"v{max(numbers, default=0) + 1:04d}", time.time())
 
 
 def write_version(

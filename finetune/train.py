@@ -448,7 +448,7 @@ def train_and_evaluate(
     Returns the test metrics plus ``val`` (best validation scores), ``history`` (Trainer's log) and
     ``predictions`` (class indices for ``split.test``).
     """
-    from finetune.card import corpus_licence, default_version, write_run_outputs
+    from finetune.card import corpus_licence, version_id, write_run_outputs
     from finetune.data import speaker_groups
     from ser.metrics import compute_metrics
 
@@ -458,7 +458,7 @@ def train_and_evaluate(
     y_pred = predict_indices(result, dataset, split.test, options)
     y_true = np.asarray(dataset["label"])[np.asarray(split.test, dtype=int)]
     metrics = compute_metrics(y_true.tolist(), y_pred.tolist(), result.labels)
-    version = default_version(out)
+    version = version_id(out.name)
     result.model.config.ser_model_version = version
     result.trainer.save_model(str(out))  # every rank calls it (FSDP/DeepSpeed gather); the main one writes
     if result.trainer.is_world_process_zero():  # save_model also wrote the feature extractor

@@ -428,8 +428,9 @@ class CorpusSpec:
     """Everything the project knows about one corpus: adding a corpus is adding one of these.
 
     ``to_canonical`` maps the corpus's own label codes onto ``ser.labels.EMOTIONS``; ``licence``
-    and ``source`` go into model cards and ``python -m finetune describe``; ``layout`` says what
-    ``--root`` must point at.
+    (the publisher's terms: the one copy of them, read by model cards and ``finetune download``),
+    ``description`` and ``source`` go into model cards and ``python -m finetune describe``;
+    ``layout`` says what ``--root`` must point at.
     """
 
     name: str
@@ -442,40 +443,72 @@ class CorpusSpec:
     aliases: tuple[str, ...] = ()
     # May a model trained on it ship in this repository (no-derivatives licences: evaluation only)?
     shippable: bool = True
+    description: str = ""  # what it holds and where it was published, for model cards
 
 
 CORPUS_SPECS: dict[str, CorpusSpec] = {
     spec.name: spec
     for spec in (
         CorpusSpec(
-            "emodb", _emodb, taxonomy.EMODB.__getitem__, "German", "free for research use (TU Berlin)",
+            "emodb", _emodb, taxonomy.EMODB.__getitem__, "German",
+            "Distributed free of charge by its authors (TU Berlin) for research, with no formal licence file in "
+            "the download: read the terms on http://emodb.bilderbar.info/ before commercial use and cite "
+            "Burkhardt, Paeschke, Rolfes, Sendlmeier and Weiss, 'A database of German emotional speech', "
+            "Interspeech 2005.",
             "http://emodb.bilderbar.info/download/", "the folder holding wav/ (or the wav files)",
+            description="EmoDB, the Berlin Database of Emotional Speech (Burkhardt, Paeschke, Rolfes, Sendlmeier, "
+            "Weiss, \"A database of German emotional speech\", Interspeech 2005): 535 acted German utterances, "
+            "10 speakers (5 female, 5 male), 10 sentences, 7 emotions.",
         ),
         CorpusSpec(
-            "ravdess", _ravdess, taxonomy.RAVDESS.__getitem__, "English (North American)", "CC BY-NC-SA 4.0",
+            "ravdess", _ravdess, taxonomy.RAVDESS.__getitem__, "English (North American)",
+            "Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (CC BY-NC-SA 4.0): non-commercial use, "
+            "share alike, cite Livingstone and Russo (2018).",
             "https://zenodo.org/records/1188976", "the folder holding Actor_01 .. Actor_24",
+            description="RAVDESS (Livingstone and Russo, PLoS ONE 2018): 1,440 acted North American English "
+            "speech clips, 24 speakers (12 female, 12 male), 8 emotions.",
         ),
         CorpusSpec(
-            "crema-d", _crema_d, taxonomy.CREMA_D.__getitem__, "English (US)", "Open Database License",
+            "crema-d", _crema_d, taxonomy.CREMA_D.__getitem__, "English (US)",
+            "Open Database License (ODbL 1.0), its contents under the Database Contents License (DbCL 1.0).",
             "https://github.com/CheyneyComputerScience/CREMA-D", "the AudioWAV folder", aliases=("cremad",),
+            description="CREMA-D (Cao et al., IEEE Transactions on Affective Computing 2014): 7,442 acted English "
+            "clips, 91 speakers, 6 emotions.",
         ),
         CorpusSpec(
-            "tess", _tess, taxonomy.canonical, "English (Canadian)", "CC BY-NC-ND 4.0",
+            "tess", _tess, taxonomy.canonical, "English (Canadian)",
+            "Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 (CC BY-NC-ND 4.0): non-commercial, no "
+            "derivatives (evaluate on it; do not ship a model trained on it).",
             "https://tspace.library.utoronto.ca/handle/1807/24487", "the folder of OAF_*/YAF_* folders",
             shippable=False,
+            description="TESS, the Toronto Emotional Speech Set (Dupuis and Pichora-Fuller, 2010): 2,800 acted "
+            "English clips, 2 speakers, 7 emotions.",
         ),
         CorpusSpec(
-            "nemo", _nemo, taxonomy.canonical, "Polish", "CC BY-NC-SA 4.0", "https://github.com/amu-cai/nEMO "
-            "(hub id amu-cai/nEMO)", "the repository folder holding samples/ (or the samples folder)",
+            "nemo", _nemo, taxonomy.canonical, "Polish",
+            "Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (CC BY-NC-SA 4.0): non-commercial use, "
+            "share alike, cite Christop (2024).",
+            "https://github.com/amu-cai/nEMO (hub id amu-cai/nEMO)",
+            "the repository folder holding samples/ (or the samples folder)",
+            description="nEMO (Christop, \"nEMO: Dataset of Emotional Speech in Polish\", LREC-COLING 2024): "
+            "4,481 acted Polish utterances, 9 speakers, 6 emotions.",
         ),
         CorpusSpec(
-            "emovo", _emovo, taxonomy.EMOVO.__getitem__, "Italian", "research use (no licence file)",
+            "emovo", _emovo, taxonomy.EMOVO.__getitem__, "Italian",
+            "Distributed by its authors (Fondazione Ugo Bordoni) for research, with no licence file in the copy "
+            "fetched here: use it for research only and cite Costantini et al. (2014).",
             "http://voice.fub.it/activities/corpora/emovo/", "the folder holding f1 f2 f3 m1 m2 m3",
+            description="EMOVO (Costantini, Iaderola, Paoloni, Todisco, \"EMOVO Corpus: an Italian Emotional "
+            "Speech Database\", LREC 2014): 588 acted Italian utterances, 6 speakers, 7 emotions.",
         ),
         CorpusSpec(
-            "turev", _turev, taxonomy.TUREV.__getitem__, "Turkish", "CC BY-NC-ND 4.0",
+            "turev", _turev, taxonomy.TUREV.__getitem__, "Turkish",
+            "Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 (CC BY-NC-ND 4.0): non-commercial, no "
+            "derivatives (evaluate on it; do not ship a model trained on it).",
             "https://github.com/Xeonen/TurEV-DB", "the repository folder holding 'Sound Source' (or that folder)",
             aliases=("turev-db",), shippable=False,
+            description="TurEV-DB (Canpolat, Ormanoglu, Zeyrek, \"Turkish Emotion Voice Database\", SLTU 2020): "
+            "1,735 acted Turkish words, 6 speakers, 4 emotions.",
         ),
         CorpusSpec("folder", _folder, taxonomy.canonical, layout="root/<label>/**/<clip>"),
         CorpusSpec("csv", _csv, taxonomy.canonical, layout="a CSV/TSV with path,label[,speaker]", aliases=("tsv",)),

@@ -75,3 +75,28 @@ def test_app_benchmark_smallest(tmp_path, monkeypatch):
 def test_cpu_ceiling_smallest(tmp_path):
     assert benchmark("cpu_ceiling").main(["--seconds", "0.5", "--repeats", "1", "--out", str(tmp_path / "cpu_ceiling")]) == 0
     assert (tmp_path / "cpu_ceiling.json").is_file() and (tmp_path / "cpu_ceiling.md").is_file()
+
+
+def test_accuracy_row_is_the_shared_cross_validation(tmp_path):
+    """benchmarks/accuracy.py scores a row with finetune.cv.cross_validate: its ± is the sample std."""
+    import numpy as np
+    import soundfile as sf
+
+    from finetune.data import loso_folds
+    from ser.corpora import load_corpus
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    for label, pitch in (("angry", 320.0), ("sad", 110.0)):
+        (tmp_path / "corpus" / label).mkdir(parents=True)
+        for speaker in ("s1", "s2", "s3"):
+            for take in range(3):
+                wave = 0.3 * np.sin(2 * np.pi * pitch * (1 + 0.03 * take) * t) + 0.01 * rng.standard_normal(t.size)
+                sf.write(tmp_path / "corpus" / label / f"{speaker}_{take}.wav", wave.astype(np.float32), 16000)
+    dataset = load_corpus("folder", tmp_path / "corpus")
+    accuracy = benchmark("accuracy")
+    row = accuracy.Row("classical", "decision tree", "mfcc", "finetune.classical", {"estimator": "tree", "features": "mfcc"})
+    result = accuracy.evaluate_row(row, dataset, loso_folds(dataset), str(tmp_path / "cache"))
+    assert len(result["uar_folds"]) == 3
+    assert result["uar_std"] == pytest.approx(np.std(result["uar_folds"], ddof=1))
+    assert result["model_bytes"] and result["train_seconds_per_fold"] > 0  # the first fold's model was saved

@@ -7,6 +7,7 @@ so it needs no shared data and trains in seconds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,17 @@ def test_cli_writes_model_metrics_report_and_card(corpus_root: Path, cache_dir: 
     assert len(metrics["test_speakers"]) == 1
     assert not set(metrics["test_speakers"]) & set(metrics["train_speakers"])
     assert ClassicalModel.load(out).metrics["uar"] == metrics["uar"]
+    assert re.fullmatch(r"model-\d{8}T\d{6}Z", metrics["model_version"])  # finetune.card.version_id
+    assert ClassicalModel.load(out).info["version"] == metrics["model_version"]
+
+
+def test_every_run_writer_uses_one_version_format() -> None:
+    """train, classical, probe, retrain and make_default all name versions with ``finetune.card.version_id``."""
+    import inspect
+
+    from finetune import card, classical, make_default, probe, retrain, train
+
+    assert card.version_id("probe-emodb", 0) == "probe-emodb-19700101T000000Z"
+    for module in (train, classical, probe, retrain, make_default):
+        source = inspect.getsource(module)
+        assert "version_id(" in source and "strftime" not in source, module.__name__

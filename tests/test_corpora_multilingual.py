@@ -66,7 +66,7 @@ def test_registry_names_aliases_and_licences():
     assert corpus_spec("CremaD").name == "crema-d"
     assert corpus_spec("TurEV_DB").name == "turev"
     assert not CORPUS_SPECS["turev"].shippable  # no-derivatives: evaluation only
-    assert CORPUS_SPECS["nemo"].licence == "CC BY-NC-SA 4.0"
+    assert "(CC BY-NC-SA 4.0)" in CORPUS_SPECS["nemo"].licence
     with pytest.raises(CorpusError, match="unknown corpus 'iemocap'"):
         corpus_spec("iemocap")
 

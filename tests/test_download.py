@@ -341,3 +341,18 @@ def test_recorded_counts_and_digests_match_the_real_corpus(name):
     if root is None:
         pytest.skip(f"no local copy of {name} (set SER_CORPORA to a folder holding {name}/)")
     verify_tree(root, SOURCES[name].files, SOURCES[name].audio_sha256)
+
+
+def test_licence_texts_are_written_once_in_the_corpus_specs():
+    """download, the run cards and the probe card all print ``ser.corpora.CorpusSpec.licence``."""
+    from finetune.card import corpus_licence
+    from finetune.probe_card import _training_data
+    from ser.corpora import corpus_spec
+
+    for name, source in SOURCES.items():
+        licence = corpus_spec(name).licence
+        assert source.licence == licence, name
+        assert licence in corpus_licence(name) and licence in _training_data(name), name
+    both = corpus_licence("emodb,nemo")
+    assert corpus_spec("emodb").licence in both and corpus_spec("nemo").licence in both
+    assert "Unknown" in corpus_licence("folder")  # no publisher's terms known: said so

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from finetune import probe as fp
 from finetune.cache import cached_hidden_states
+from finetune.card import corpus_licence
 from ser.corpora import label_names, load_corpus
 from ser.probe import BACKBONE_SUBDIR, HEAD_WEIGHTS, ProbeConfig, ProbeForAudioClassification
 from tests.tiny_models import save_tiny_wav2vec2
@@ -208,11 +211,50 @@ def test_cli_writes_a_checkpoint_the_predictor_loads(
     assert fp.run(args) == 0
     for name in ("config.json", HEAD_WEIGHTS, "preprocessor_config.json", "metrics.json", "README.md", "confusion_matrix.png"):
         assert (out / name).is_file(), name
-    assert "Training data" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "Training data" in card and "Licence" in card
+    record = json.loads((out / "metrics.json").read_text())
+    assert re.fullmatch(r"probe-folder-\d{8}T\d{6}Z", record["model_version"])  # finetune.card.version_id
+    assert record["data_licence"] == corpus_licence("folder")
     predictor = Predictor.from_pretrained(out)
     probs = predictor.predict(_tone(420, 1.0, 5))
     assert list(probs) == label_names(load_corpus("folder", corpus_dir))
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_probe_loso_and_the_cv_command_report_the_same_mean_and_std(
+    corpus_dir: Path, tmp_path: Path, backbone: str, shared_cache: str
+) -> None:
+    """``probe --eval loso`` and ``finetune cv --method probe`` run the one fold loop (``finetune.cv``):
+    the same folds give the same per-fold scores, the same mean ± sample std and the same pooled UAR."""
+    from finetune import cv
+
+    recipe = ["--model", backbone, "--cache-dir", shared_cache, "--epochs", "50"]
+    parser = argparse.ArgumentParser()
+    fp.add_arguments(parser)
+    probe_out = tmp_path / "probe"
+    assert fp.run(parser.parse_args(
+        ["--corpus", "folder", "--root", str(corpus_dir), "--out", str(probe_out), "--eval", "loso", *recipe]
+    )) == 0  # fmt: skip
+    cv_parser = argparse.ArgumentParser()
+    cv.add_arguments(cv_parser)
+    cv_out = tmp_path / "cv"
+    assert cv.run(cv_parser.parse_args(
+        ["--method", "probe", "--folds", "loso", "--corpus", "folder", "--root", str(corpus_dir), "--out", str(cv_out),
+         "--", *recipe]
+    )) == 0  # fmt: skip
+
+    probe = json.loads((probe_out / "metrics.json").read_text())
+    command = json.loads((cv_out / "cv.json").read_text())
+    evaluation = probe["evaluation"]
+    assert evaluation["summary"] == command["summary"]
+    assert [f["uar"] for f in evaluation["per_fold"]] == [f["uar"] for f in command["per_fold"]]
+    assert probe["uar"] == command["pooled"]["uar"]
+    uars = [fold["uar"] for fold in command["per_fold"]]
+    assert command["summary"]["uar"]["std"] == pytest.approx(np.std(uars, ddof=1))
+    spread = command["summary"]["uar"]
+    assert f"{100 * spread['mean']:.1f} % ± {100 * spread['std']:.1f} %" in (probe_out / "README.md").read_text()
+    assert re.fullmatch(r"probe-folder-\d{8}T\d{6}Z", probe["model_version"])
 
 
 @needs_whisper

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,7 @@ def world(tmp_path_factory):
 def test_first_retrain_without_serving_model_writes_and_activates(world):
     assert world["rc_v1"] == 0
     v1 = world["v1"]
-    assert v1["version"].startswith("v0001-")
+    assert re.fullmatch(r"v0001-\d{8}T\d{6}Z", v1["version"])  # finetune.card.version_id, numbered
     folder = Path(v1["path"])
     for name in ("config.json", "head.safetensors", "metrics.json", "README.md", "confusion_matrix.png"):
         assert (folder / name).is_file(), name

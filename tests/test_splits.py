@@ -141,3 +141,48 @@ def test_real_emodb_loso(emodb_root):
     for train, test in folds:
         assert len(set(speakers[test])) == 1 and speakers[test][0] not in set(speakers[train])
     assert_partition(folds, 535)
+
+
+class _Oracle:
+    """A TrainingMethod that predicts every test clip right except the first, to give folds different scores."""
+
+    prepared = 0
+
+    def add_arguments(self, parser) -> None:  # noqa: ANN001 - the protocol's signature
+        pass
+
+    def prepare(self, dataset, options=None) -> None:  # noqa: ANN001
+        self.prepared += 1
+
+    def run_fold(self, dataset, train_idx, test_idx, options):  # noqa: ANN001
+        y_true = np.asarray(dataset["label"])[np.asarray(test_idx)]
+        y_pred = y_true.copy()
+        y_pred[0] = (y_pred[0] + 1) % 3
+        return y_true, y_pred
+
+
+def test_cross_validate_states_the_sample_std_and_pools_every_fold():
+    from datasets import ClassLabel
+
+    from finetune.cv import CVResult, TrainingMethod, cross_validate, mean_std
+
+    data = Dataset.from_dict(toy(4, 6)).cast_column("label", ClassLabel(names=["a", "b", "c"]))
+    method = _Oracle()
+    assert isinstance(method, TrainingMethod)
+    folds = loso_folds(data)
+    result = cross_validate(data, method, folds, None, progress=False)
+    assert isinstance(result, CVResult) and method.prepared == 1 and result.folds == 4
+    uars = [fold["uar"] for fold in result.per_fold]
+    assert result.summary["uar"] == {"mean": pytest.approx(np.mean(uars)), "std": pytest.approx(np.std(uars, ddof=1))}
+    assert result.pooled["n"] == len(data) and sum(map(len, result.predictions)) == len(data)
+    as_json = result.to_dict()
+    assert as_json["summary"] == result.summary and as_json["folds"] == 4 and "predictions" in as_json
+    assert "predictions" not in result.to_dict(predictions=False)
+    assert mean_std([0.5]) == {"mean": 0.5, "std": 0.0}  # one fold: no spread, not NaN
+
+
+def test_every_method_module_is_a_training_method():
+    from finetune.cv import METHODS, TrainingMethod, method_module
+
+    for name in METHODS:
+        assert isinstance(method_module(name), TrainingMethod), name
