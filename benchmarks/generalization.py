@@ -137,9 +137,8 @@ def run(backbone: str, recipe: Recipe, names: list[str], roots: list[str], args:
     started = time.perf_counter()
     corpora = np.asarray(dataset["corpus"])
     held_out = {}
-    for train_idx, test_idx in loco_folds(dataset):
+    for train_idx, test_idx in loco_folds(dataset, evaluation_only=recipe.evaluation_only):
         corpus = str(corpora[test_idx[0]])
-        train_idx = train_idx[~np.isin(corpora[train_idx], list(recipe.evaluation_only))]
         held_out[corpus] = evaluate_fold(dataset, features, options, train_idx, test_idx, args.context)
         if args.in_corpus:
             held_out[corpus]["in-corpus LOSO UAR"] = in_corpus_loso(dataset, options, corpus)

@@ -12,7 +12,7 @@ and EmoDB speaker ``03`` are different people.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -50,18 +50,20 @@ def loso_folds(dataset: Dataset | Mapping[str, Sequence[Any]]) -> list[Fold]:
     return [(train, test) for train, test in LeaveOneGroupOut().split(indices, groups=groups)]
 
 
-def loco_folds(dataset: Dataset | Mapping[str, Sequence[Any]]) -> list[Fold]:
+def loco_folds(dataset: Dataset | Mapping[str, Sequence[Any]], evaluation_only: Collection[str] = ()) -> list[Fold]:
     """Leave-one-corpus-out: train on every other corpus, test on one, in sorted corpus order.
 
     The test that matters for a model meant for voices, languages and recording set-ups it has
     never heard: no speaker, sentence or microphone of the test corpus is seen in training.
+    ``evaluation_only`` corpora (licences without derivatives) are tested on but never trained on.
     """
     corpora = _column(dataset, "corpus")
     if corpora is None or len(set(corpora)) < 2:
         raise ValueError("leave-one-corpus-out needs a dataset of at least two corpora (a 'corpus' column)")
     groups = np.asarray(corpora)
     indices = np.arange(len(groups))
-    return [(train, test) for train, test in LeaveOneGroupOut().split(indices, groups=groups)]
+    folds = LeaveOneGroupOut().split(indices, groups=groups)
+    return [(train[~np.isin(groups[train], list(evaluation_only))], test) for train, test in folds]
 
 
 def speaker_kfold(dataset: Dataset | Mapping[str, Sequence[Any]], k: int = 5, seed: int = 0) -> list[Fold]:

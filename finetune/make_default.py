@@ -72,8 +72,7 @@ def loco_predictions(dataset: Any, options: fp.ProbeOptions, evaluation_corpora:
     the fold where the training corpora are all the others.
     """
     corpora = np.asarray(dataset["corpus"])
-    folds = [(train_idx[~np.isin(corpora[train_idx], list(evaluation_corpora))], test_idx)
-             for train_idx, test_idx in loco_folds(dataset)]
+    folds = loco_folds(dataset, evaluation_only=evaluation_corpora)
     single = cross_validate(dataset, fp, folds, options)
     adapted = cross_validate(dataset, fp, folds, fp.options_from({**asdict(options), "adapt": True}))
     per_corpus = {

@@ -135,3 +135,31 @@ def test_real_corpus_counts(name):
     dataset, report = read_corpus(name, root)
     clips, speakers = REAL[name]
     assert (len(dataset), len(set(dataset["speaker"])), report.problems) == (clips, speakers, 0)
+
+
+def test_evaluation_only_corpora_are_tested_but_never_trained_on(tmp_path):
+    names, roots = _three_corpora(tmp_path)
+    dataset = load_corpora(names, roots)
+    corpus = np.asarray(dataset["corpus"])
+    folds = loco_folds(dataset, evaluation_only={"turev"})
+    assert [sorted(set(corpus[test])) for _, test in folds] == [["emodb"], ["nemo"], ["turev"]]
+    assert all("turev" not in set(corpus[train]) for train, _ in folds)
+    assert sorted(set(corpus[folds[2][0]])) == ["emodb", "nemo"]
+
+
+def test_default_model_recipe_scores_each_held_out_corpus_through_the_shared_loop(tmp_path):
+    """``finetune.make_default.loco_predictions``: one ``finetune.cv`` run per head, a UAR per held-out corpus."""
+    from finetune import make_default, probe
+    from tests.tiny_models import save_tiny_wav2vec2
+
+    names, roots = _three_corpora(tmp_path)
+    dataset = load_corpora(names, roots, label_map="four-class")
+    backbone = str(save_tiny_wav2vec2(tmp_path / "backbone", kind="wav2vec2"))
+    options = probe.options_from({**make_default.RECIPE, "backbone": backbone, "adapt": False,
+                                  "cache_dir": str(tmp_path / "cache")})
+    evaluation = make_default.loco_predictions(dataset, options, {"turev"})
+    single = evaluation["single"]
+    assert list(evaluation["per_corpus"]) == ["emodb", "nemo", "turev"]
+    assert [v["single clip"] for v in evaluation["per_corpus"].values()] == [f["uar"] for f in single.per_fold]
+    assert single.summary["uar"]["std"] == pytest.approx(np.std([f["uar"] for f in single.per_fold], ddof=1))
+    assert evaluation["adapted"].pooled["n"] == single.pooled["n"] == len(dataset)
