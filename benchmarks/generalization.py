@@ -127,7 +127,7 @@ def in_corpus_loso(dataset, options, corpus: str) -> float:
     rows = np.flatnonzero(np.asarray(dataset["corpus"]) == corpus)
     folds = [(rows[train], rows[test]) for train, test in loso_folds(dataset.select(rows))]
     plain = fp.options_from({**asdict(options), "adapt": False})
-    return cross_validate(dataset, fp, folds, plain, progress=False).pooled["uar"]
+    return cross_validate(dataset, "probe", folds, plain, progress=False).pooled["uar"]
 
 
 def run(backbone: str, recipe: Recipe, names: list[str], roots: list[str], args: argparse.Namespace) -> dict[str, Any]:

@@ -75,16 +75,27 @@ class RunRecord:
 
 
 def write_run_outputs(
-    out_dir: str | Path, metrics: Mapping[str, Any], *, version: str | None = None, **fields: Any
+    out_dir: str | Path,
+    metrics: Mapping[str, Any],
+    *,
+    model_name: str,
+    data_desc: str,
+    split_desc: str,
+    licence: str,
+    version: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    card: str | None = None,
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.md`` + confusion/per-class PNGs and the model card ``README.md``.
 
-    ``fields`` are those of :class:`RunRecord`; ``version`` defaults to :func:`version_id` of the
-    directory's name. Returns the written paths by kind.
+    The arguments are the fields of :class:`RunRecord`; ``version`` defaults to :func:`version_id`
+    of the directory's name. Returns the written paths by kind.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = RunRecord(metrics, version=version or version_id(out.name), **fields)
+    record = RunRecord(metrics, model_name, data_desc, split_desc, licence, version or version_id(out.name),
+                       dict(extra or {}), title, card)
     paths = {"metrics": out / "metrics.json", "card": out / "README.md"}
     paths["metrics"].write_text(json.dumps(record.to_json(), indent=2, default=_json_default) + "\n", encoding="utf-8")
     paths.update(write_report(dict(metrics), out, title=record.title or f"{record.model_name}: test split"))

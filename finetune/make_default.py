@@ -73,8 +73,8 @@ def loco_predictions(dataset: Any, options: fp.ProbeOptions, evaluation_corpora:
     """
     corpora = np.asarray(dataset["corpus"])
     folds = loco_folds(dataset, evaluation_only=evaluation_corpora)
-    single = cross_validate(dataset, fp, folds, options)
-    adapted = cross_validate(dataset, fp, folds, fp.options_from({**asdict(options), "adapt": True}))
+    single = cross_validate(dataset, "probe", folds, options)
+    adapted = cross_validate(dataset, "probe", folds, fp.options_from({**asdict(options), "adapt": True}))
     per_corpus = {
         str(corpora[test_idx[0]]): {"single clip": one["uar"], "speaker-adapted": other["uar"], "clips": len(test_idx)}
         for (_, test_idx), one, other in zip(folds, single.per_fold, adapted.per_fold)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     emodb_loso = None
     if emodb_root:
         emodb = load_corpus("emodb", emodb_root)
-        emodb_loso = cross_validate(emodb, fp, loso_folds(emodb), plain)
+        emodb_loso = cross_validate(emodb, "probe", loso_folds(emodb), plain)
         print("EmoDB LOSO, 7 classes:", round(emodb_loso.pooled["uar"], 4), flush=True)
 
     dataset = without_speakers(load_corpora(names, roots, label_map=LABEL_MAP), held_out)
