@@ -6,8 +6,9 @@ tests every speaker once and reports the mean and spread over folds, which is wh
 results on EmoDB/RAVDESS mean when they say "speaker-independent".
 
 Every method module (``finetune.train``, ``finetune.probe``, ``finetune.classical``) exposes
-``run_fold(dataset, train_idx, test_idx, options) -> (y_true, y_pred)`` and its own
-``add_arguments``; method options follow ``--`` on the command line::
+``run_fold(dataset, train_idx, test_idx, options) -> (y_true, y_pred)`` and ``OPTIONS``, the
+dataclass of those options; method options follow ``--`` on the command line, parsed from that
+dataclass as the method's own command parses them::
 
     python -m finetune cv --method train --folds loso --corpus emodb --root DIR --out DIR -- --model light-cnn
 """
@@ -31,8 +32,6 @@ METHODS: dict[str, str] = {
     "classical": "finetune.classical",
 }
 SUMMARY_KEYS = ("uar", "accuracy", "macro_f1")
-# Flags every method's own CLI requires; cv fills them from its own arguments.
-FORWARDED = ("corpus", "root", "out")
 
 
 def method_module(method: str) -> ModuleType:
@@ -146,18 +145,15 @@ def markdown(result: dict[str, Any], *, title: str) -> str:
     return "\n".join(lines)
 
 
-def method_options(method: str, method_args: Sequence[str], forwarded: dict[str, str]) -> argparse.Namespace:
-    """Parse ``method_args`` with the method's own CLI parser, filling its required data flags."""
-    parser = argparse.ArgumentParser(prog=f"python -m finetune cv --method {method} --")
-    method_module(method).add_arguments(parser)
-    known = parser._option_string_actions
-    given = set(method_args)
-    prefix: list[str] = []
-    for name, value in forwarded.items():
-        flag = f"--{name}"
-        if flag in known and flag not in given:
-            prefix += [flag, value]
-    return parser.parse_args(prefix + list(method_args))
+def method_options(method: str, method_args: Sequence[str]) -> Any:
+    """``method_args`` parsed into the method's options dataclass (the data come from cv's own flags)."""
+    from transformers import HfArgumentParser
+
+    from finetune.options import parse_args
+
+    parser = HfArgumentParser(method_module(method).OPTIONS, prog=f"python -m finetune cv --method {method} --")
+    (options,) = parse_args(parser, method_args)
+    return options
 
 
 # --- command line -----------------------------------------------------------------------------------
@@ -186,9 +182,7 @@ def run(args: argparse.Namespace) -> int:
     method_args = list(args.method_args)
     if method_args[:1] == ["--"]:
         method_args = method_args[1:]
-    options = method_options(
-        args.method, method_args, {"corpus": args.corpus, "root": args.root, "out": str(out / "fold-model")}
-    )
+    options = method_options(args.method, method_args)
     dataset = load_corpora(args.corpus, args.root, label_map=args.label_map)
     folds = make_folds(dataset, args.folds, seed=args.seed)[: args.max_folds]
     result = cross_validate(dataset, args.method, folds, options)
