@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,6 +46,8 @@ from ser.corpora import label_names, load_corpus, waveform  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_EMODB = REPO.parent / "shared" / "data" / "emodb"
 LATENCY_CLIPS = 5
+# Trainer's bf16 where the GPU has it (TrainingArguments' --bf16), as the published GPU rows ran.
+GPU_PRECISION = {"bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported()}
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ FAMILIES: dict[str, list[Row]] = {
     # the clip's real length, 5 hidden states mean-pooled and concatenated, linear head by L-BFGS.
     "probe": [
         Row("probe", "Whisper tiny.en frozen + linear head (default model)", "5 hidden states, mean", "finetune.probe",
-            {"model": "whisper-tiny.en-offline", "pooling": "mean", "layer_mix": "concat", "head_hidden_size": 0,
+            {"backbone": "whisper-tiny.en-offline", "pooling": "mean", "layer_mix": "concat", "head_hidden_size": 0,
              "optimizer": "lbfgs", "epochs": 500}),
     ],
     # Full fine-tuning of a pretrained transformer (finetune/train.py): the offline Whisper tiny.en
@@ -93,20 +96,22 @@ FAMILIES: dict[str, list[Row]] = {
     # Each fold early-stops on its own validation speakers.
     "finetune": [
         Row("finetune", "Whisper tiny.en encoder, fully fine-tuned", "log-mel 80 (30 s padded)", "finetune.train",
-            {"model": "whisper-tiny.en-offline", "epochs": 20, "batch_size": 16, "patience": 5,
-             "encoder_lr": 5e-5, "lr": 5e-4, "progress": False}),
+            {"model": "whisper-tiny.en-offline", "num_train_epochs": 20, "per_device_train_batch_size": 16,
+             "patience": 5, "encoder_lr": 5e-5, "learning_rate": 5e-4, "disable_tqdm": True, **GPU_PRECISION}),
         Row("finetune", "Whisper tiny.en encoder, fully fine-tuned, weighted layer sum", "log-mel 80 (30 s padded)",
             "finetune.train",
-            {"model": "whisper-tiny.en-offline", "weighted_layer_sum": True, "epochs": 30, "batch_size": 16,
-             "patience": 8, "encoder_lr": 1e-4, "lr": 5e-4, "progress": False}),
+            {"model": "whisper-tiny.en-offline", "weighted_layer_sum": True, "num_train_epochs": 30,
+             "per_device_train_batch_size": 16, "patience": 8, "encoder_lr": 1e-4, "learning_rate": 5e-4,
+             "disable_tqdm": True, **GPU_PRECISION}),
     ],
     "light": [
         Row("light", "CNN (seed article)", "logmel", "finetune.train",
-            {"model": "light-cnn", "epochs": 15, "batch_size": 16, "patience": 5, "progress": False}),
+            {"model": "light-cnn", "num_train_epochs": 15, "per_device_train_batch_size": 16, "patience": 5,
+             "disable_tqdm": True, **GPU_PRECISION}),
         # 40 ms LSTM steps (4 MFCC frames averaged): at 10 ms a LOSO run takes hours on 2 CPU cores.
         Row("light", "BiLSTM (seed article)", "mfcc, 40 ms steps", "finetune.train",
-            {"model": "light-bilstm", "frame_stride": 4, "epochs": 15, "batch_size": 16, "patience": 5,
-             "progress": False}),
+            {"model": "light-bilstm", "frame_stride": 4, "num_train_epochs": 15, "per_device_train_batch_size": 16,
+             "patience": 5, "disable_tqdm": True, **GPU_PRECISION}),
     ],
 }
 

@@ -8,18 +8,18 @@ SVM's hyper-parameter search runs inside the training speakers only, so no test 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from finetune.data import speaker_groups
+from finetune.options import check_choices, from_mapping, parse_command, save_config
 from ser.cache import CACHE_ENV, cache_root
 from ser.classical import FEATURE_SETS, FEATURES_VERSION, ClassicalModel, extract_features, feature_dim
 
@@ -31,28 +31,26 @@ SVM_GAMMA_FACTORS: tuple[float, ...] = (0.25, 1.0, 4.0)
 
 @dataclass
 class ClassicalOptions:
-    """What ``run_fold`` and the CLI need; ``finetune/cv.py`` may pass a dict or Namespace instead."""
+    """What ``run_fold`` and the CLI need."""
 
-    features: str = "egemaps"
-    estimator: str = "svm"
-    cache_dir: str | None = None
-    seed: int = 0
-    model_dir: str | None = None  # if set, run_fold saves the fold's model there (benchmarks size it)
+    features: str = field(default="egemaps", metadata={"help": "hand-crafted feature set", "choices": FEATURE_SETS})
+    estimator: str = field(default="svm", metadata={"help": "scikit-learn estimator", "choices": ESTIMATORS})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": f"feature cache (default: ${CACHE_ENV}/features/classical or the user cache)"})
+    seed: int = field(default=0, metadata={"help": "fixes the split and the estimator's randomness"})
+    model_dir: str | None = field(default=None, metadata={
+        "help": "cross-validation: also save each fold's model here (benchmarks size it)"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
-def options_from(options: Any) -> ClassicalOptions:
-    """Accept a ClassicalOptions, a mapping or an argparse Namespace; unknown keys are ignored."""
-    if isinstance(options, ClassicalOptions):
-        return options
-    values = options if isinstance(options, Mapping) else vars(options or argparse.Namespace())
-    known = ClassicalOptions.__dataclass_fields__
-    chosen = {key: value for key, value in values.items() if key in known and value is not None}
-    result = ClassicalOptions(**chosen)
-    if result.features not in FEATURE_SETS:
-        raise ValueError(f"unknown feature set {result.features!r}; choose one of {', '.join(FEATURE_SETS)}")
-    if result.estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {result.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    return result
+OPTIONS = ClassicalOptions  # what run_fold takes; ``finetune cv`` parses the options after ``--`` into it
+
+
+def options_from(options: ClassicalOptions | Mapping[str, Any]) -> ClassicalOptions:
+    """ClassicalOptions as given, or from a mapping (cross-validation, benchmarks); extra keys are ignored."""
+    return options if isinstance(options, ClassicalOptions) else from_mapping(ClassicalOptions, options)
 
 
 # --- features, cached per clip -------------------------------------------------------------------
@@ -209,29 +207,34 @@ def run_fold(dataset: Any, train_idx: Sequence[int], test_idx: Sequence[int], op
 # --- command line ---------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (e.g. emodb)")
-    parser.add_argument("--root", required=True, help="folder holding the corpus")
-    parser.add_argument("--features", choices=FEATURE_SETS, default="egemaps")
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="svm")
-    parser.add_argument("--out", required=True, help="model directory to write")
-    parser.add_argument("--cache-dir", default=None, help=f"feature cache (default: ${CACHE_ENV}/features/classical or the user cache)")
-    parser.add_argument("--test-size", type=float, default=0.2, help="share of speakers held out for testing")
-    parser.add_argument("--seed", type=int, default=0)
+@dataclass
+class ClassicalCommand:
+    """The data and output of ``python -m finetune classical`` (cross-validation brings its own)."""
+
+    corpus: str = field(metadata={"help": "corpus name known to ser.corpora (e.g. emodb)"})
+    root: str = field(metadata={"help": "folder holding the corpus"})
+    out: str = field(metadata={"help": "model directory to write"})
+    test_size: float = field(default=0.2, metadata={"help": "share of speakers held out for testing"})
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str], *, prog: str = "python -m finetune classical", description: str | None = None) -> int:
+    """Parse the options (or a saved run's ``--config``), record them in OUT, train."""
+    args, options = parse_command((ClassicalCommand, ClassicalOptions), argv, prog=prog, description=description)
+    save_config(args.out, (args, options))
+    return run(args, options)
+
+
+def run(args: ClassicalCommand, options: ClassicalOptions) -> int:
     """Speaker-disjoint split, train, evaluate on the held-out speakers, write model + report + card."""
     from finetune.card import corpus_licence, version_id, write_run_outputs
     from finetune.data import train_val_test_split
     from ser.corpora import load_corpus
     from ser.metrics import compute_metrics
 
-    options = options_from(args)
     out = Path(args.out)
     dataset = load_corpus(args.corpus, args.root)
     # No validation part: the SVM tunes by cross-validation inside the training speakers.
-    split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=args.seed)
+    split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=options.seed)
     train_idx, test_idx = split.train, split.test
     features = corpus_features(dataset, options.features, options.cache_dir)
 

@@ -8,8 +8,9 @@ results on EmoDB/RAVDESS mean when they say "speaker-independent".
 :func:`cross_validate` is the one fold loop of the project: ``python -m finetune cv``, ``probe
 --eval loso``, ``finetune.make_default`` and the benchmarks all call it, so every ± printed
 anywhere follows the same rule. Every method module (``finetune.train``, ``finetune.probe``,
-``finetune.classical``) is a :class:`TrainingMethod`; method options follow ``--`` on the command
-line::
+``finetune.classical``) is a :class:`TrainingMethod`: ``OPTIONS``, the dataclass of its options,
+and ``run_fold``; method options follow ``--`` on the command line, parsed from that dataclass as
+the method's own command parses them::
 
     python -m finetune cv --method train --folds loso --corpus emodb --root DIR --out DIR -- --model light-cnn
 """
@@ -35,16 +36,14 @@ METHODS: dict[str, str] = {
     "classical": "finetune.classical",
 }
 SUMMARY_KEYS = ("uar", "accuracy", "macro_f1")
-# Flags every method's own CLI requires; cv fills them from its own arguments.
-FORWARDED = ("corpus", "root", "out")
 
 
 @runtime_checkable
 class TrainingMethod(Protocol):
     """What a training method module offers cross-validation (``finetune.train``, ``.probe``, ``.classical``)."""
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Its own command-line options (``cv`` parses what follows ``--`` with them)."""
+    OPTIONS: type
+    """The dataclass of its options (``cv`` parses what follows ``--`` into it)."""
 
     def prepare(self, dataset: Any, options: Any = None) -> None:
         """Work shared by every fold (decoding, feature extraction), done once before the folds are timed."""
@@ -211,18 +210,15 @@ def markdown(result: CVResult, *, title: str) -> str:
     return "\n".join(lines)
 
 
-def method_options(method: str, method_args: Sequence[str], forwarded: dict[str, str]) -> argparse.Namespace:
-    """Parse ``method_args`` with the method's own CLI parser, filling its required data flags."""
-    parser = argparse.ArgumentParser(prog=f"python -m finetune cv --method {method} --")
-    method_module(method).add_arguments(parser)
-    known = parser._option_string_actions
-    given = set(method_args)
-    prefix: list[str] = []
-    for name, value in forwarded.items():
-        flag = f"--{name}"
-        if flag in known and flag not in given:
-            prefix += [flag, value]
-    return parser.parse_args(prefix + list(method_args))
+def method_options(method: str, method_args: Sequence[str]) -> Any:
+    """``method_args`` parsed into the method's options dataclass (the data come from cv's own flags)."""
+    from transformers import HfArgumentParser
+
+    from finetune.options import parse_args
+
+    parser = HfArgumentParser(method_module(method).OPTIONS, prog=f"python -m finetune cv --method {method} --")
+    (options,) = parse_args(parser, method_args)
+    return options
 
 
 # --- command line -----------------------------------------------------------------------------------
@@ -251,9 +247,7 @@ def run(args: argparse.Namespace) -> int:
     method_args = list(args.method_args)
     if method_args[:1] == ["--"]:
         method_args = method_args[1:]
-    options = method_options(
-        args.method, method_args, {"corpus": args.corpus, "root": args.root, "out": str(out / "fold-model")}
-    )
+    options = method_options(args.method, method_args)
     dataset = load_corpora(args.corpus, args.root, label_map=args.label_map)
     folds = make_folds(dataset, args.folds, seed=args.seed)[: args.max_folds]
     result = cross_validate(dataset, args.method, folds, options)

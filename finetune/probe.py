@@ -9,11 +9,10 @@ all training speakers for the epoch count that validation chose.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,52 +25,64 @@ from tqdm.auto import tqdm
 
 from finetune.cache import cached_hidden_states
 from finetune.data import check_speaker_disjoint, loso_folds, speaker_groups, train_val_test_split
+from finetune.options import check_choices, from_mapping, parse_command, save_config
 from ser.adaptation import standardise_groups, within_speaker_std
 from ser.backbones import DEFAULT_BACKBONE
 from ser.corpora import label_names
 from ser.metrics import compute_metrics
-from ser.probe import ProbeConfig, ProbeForAudioClassification, ProbeHead, SpeakerAdaptedHead
+from ser.probe import LAYER_MIXES, POOLINGS, ProbeConfig, ProbeForAudioClassification, ProbeHead, SpeakerAdaptedHead
 
 BALANCES = ("class", "corpus")
+OPTIMIZERS = ("lbfgs", "adamw")
 
 
 @dataclass
 class ProbeOptions:
-    """The recipe of a probe; ``finetune/cv.py`` may pass a dict or an argparse Namespace instead."""
+    """The recipe of a probe. Defaults: the best recipe measured on EmoDB LOSO
+    (benchmarks/results/probe_emodb.md)."""
 
-    backbone: str = DEFAULT_BACKBONE
-    # Defaults: the best recipe measured on EmoDB LOSO (benchmarks/results/probe_emodb.md).
-    pooling: str = "mean"
-    layer_mix: str = "concat"
-    head_hidden_size: int = 0
-    dropout: float = 0.2
-    epochs: int = 500
-    patience: int = 40
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 32
-    seed: int = 0
-    augment: int = 0
-    val_fraction: float = 0.2
-    refit: bool = True
-    optimizer: str = "lbfgs"  # full batch to convergence with L2 ``l2``; "adamw": minibatches + early stopping
-    l2: float = 1e-3
-    # "class": every class weighs the same; "corpus": every (corpus, class) pair weighs the same, so
-    # the largest corpus does not decide what each emotion sounds like.
-    balance: str = "class"
-    adapt: bool = False  # also train the speaker-adapted head (``ser.adaptation``)
-    cache_dir: str | None = None
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata={"aliases": ["--model"], "help": (
+        "the frozen encoder: hub id, local dir or an offline name (whisper-base-offline, whisper-tiny.en-offline)")})
+    pooling: str = field(default="mean", metadata={"help": "how frames become one vector per layer",
+                                                   "choices": POOLINGS})
+    layer_mix: str = field(default="concat", metadata={"help": "how the layers are combined", "choices": LAYER_MIXES})
+    head_hidden_size: int = field(default=0, metadata={"help": "0: a linear head"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout before the head (AdamW training)"})
+    epochs: int = field(default=500, metadata={
+        "help": "upper bound (AdamW: epochs, early stopping decides; L-BFGS: iterations)"})
+    patience: int = field(default=40, metadata={"help": "AdamW: epochs without validation UAR gain before stopping"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=32, metadata={"help": "AdamW minibatch size"})
+    seed: int = field(default=0, metadata={"help": "fixes the split, initialisation, shuffling and augmentation"})
+    augment: int = field(default=0, metadata={"help": "augmented copies per training clip (cached)"})
+    val_fraction: float = field(default=0.2, metadata={
+        "help": "AdamW: share of the training speakers held out for early stopping"})
+    refit: bool = field(default=True, metadata={
+        "help": "AdamW: retrain on every training speaker for the epoch count validation chose"})
+    optimizer: str = field(default="lbfgs", metadata={
+        "help": "lbfgs: full batch to convergence with L2 --l2, no early stopping (for linear heads); "
+        "adamw: minibatches and early stopping", "choices": OPTIMIZERS})
+    l2: float = field(default=1e-3, metadata={"help": "L2 penalty on head weights (--optimizer lbfgs)"})
+    # "corpus": the largest corpus does not decide what each emotion sounds like.
+    balance: str = field(default="class", metadata={
+        "help": "class: classes weigh the same; corpus: each (corpus, class) pair weighs the same",
+        "choices": BALANCES})
+    adapt: bool = field(default=False, metadata={
+        "help": "also train the speaker-adapted head (used when several clips of a voice are known)"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "hidden-state cache (default $SER_CACHE_DIR/features)"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
-def options_from(options: Any = None) -> ProbeOptions:
-    """Accept ProbeOptions, a mapping or a Namespace (``--model`` names the backbone); extra keys are ignored."""
-    if isinstance(options, ProbeOptions):
-        return options
-    values = dict(options) if isinstance(options, Mapping) else vars(options or argparse.Namespace())
-    if values.get("model") and not values.get("backbone"):
-        values["backbone"] = values["model"]
-    known = ProbeOptions.__dataclass_fields__
-    return ProbeOptions(**{key: value for key, value in values.items() if key in known and value is not None})
+OPTIONS = ProbeOptions  # what run_fold takes; ``finetune cv`` parses the options after ``--`` into it
+
+
+def options_from(options: ProbeOptions | Mapping[str, Any] | None = None) -> ProbeOptions:
+    """ProbeOptions as given, or from a mapping (cross-validation, benchmarks); extra keys are ignored."""
+    return options if isinstance(options, ProbeOptions) else from_mapping(ProbeOptions, options or {})
 
 
 # --- features --------------------------------------------------------------------------------------
@@ -456,54 +467,38 @@ def train_probe(dataset: Dataset, train_idx: Sequence[int] | None = None, option
 # --- command line ---------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ProbeOptions()
-    parser.add_argument("--corpus", required=True,
-                        help="corpus name known to ser.corpora (e.g. emodb), or several: emodb,nemo,emovo")
-    parser.add_argument("--root", required=True, help="folder holding the corpus (several: one per corpus, comma-separated)")
-    parser.add_argument("--label-map", default=None,
-                        help='merge/drop classes, e.g. "four-class" (several corpora: "harmonised" by default)')
-    parser.add_argument("--model", default=defaults.backbone,
-                        help="backbone: hub id, local dir or an offline name (whisper-base-offline, whisper-tiny.en-offline)")
-    parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--pooling", choices=("mean", "attentive"), default=defaults.pooling)
-    parser.add_argument("--layer-mix", choices=("weighted", "concat"), default=defaults.layer_mix)
-    parser.add_argument("--head-hidden-size", type=int, default=defaults.head_hidden_size, help="0: a linear head")
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="upper bound (AdamW: epochs, early stopping decides; L-BFGS: iterations)")
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", choices=("adamw", "lbfgs"), default=defaults.optimizer,
-                        help="lbfgs: full batch to convergence, no early stopping (for linear heads)")
-    parser.add_argument("--l2", type=float, default=defaults.l2, help="L2 penalty on head weights (--optimizer lbfgs)")
-    parser.add_argument("--balance", choices=BALANCES, default=defaults.balance,
-                        help="class: classes weigh the same; corpus: each (corpus, class) pair weighs the same")
-    parser.add_argument("--adapt", action="store_true",
-                        help="also train the speaker-adapted head (used when several clips of a voice are known)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--augment", type=int, default=0, help="augmented copies per training clip (cached)")
-    parser.add_argument("--cache-dir", default=None, help="hidden-state cache (default $SER_CACHE_DIR/features)")
-    parser.add_argument(
-        "--eval",
-        choices=("split", "loso"),
-        default="split",
-        help="split: train on 80%% of speakers, test on the rest; loso: leave-one-speaker-out, then train on all",
-    )
-    parser.add_argument("--test-size", type=float, default=0.2, help="share of speakers held out (--eval split)")
+@dataclass
+class ProbeCommand:
+    """The data, evaluation and output of ``python -m finetune probe`` (cross-validation brings its own)."""
+
+    corpus: str = field(metadata={
+        "help": "corpus name known to ser.corpora (e.g. emodb), or several: emodb,nemo,emovo"})
+    root: str = field(metadata={"help": "folder holding the corpus (several: one per corpus, comma-separated)"})
+    out: str = field(metadata={"help": "checkpoint directory to write"})
+    label_map: str | None = field(default=None, metadata={
+        "help": 'merge/drop classes, e.g. "four-class" (several corpora: "harmonised" by default)'})
+    eval: str = field(default="split", metadata={
+        "help": "split: train on 80%% of speakers, test on the rest; loso: leave-one-speaker-out, then train on all",
+        "choices": ("split", "loso")})
+    test_size: float = field(default=0.2, metadata={"help": "share of speakers held out (--eval split)"})
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str], *, prog: str = "python -m finetune probe", description: str | None = None) -> int:
+    """Parse the options (or a saved run's ``--config``), record them in OUT, train the probe."""
+    args, options = parse_command((ProbeCommand, ProbeOptions), argv, prog=prog, description=description)
+    save_config(args.out, (args, options))
+    return run(args, options)
+
+
+def run(args: ProbeCommand, options: ProbeOptions) -> int:
     """Evaluate speaker-independently, train the final probe, write checkpoint + metrics + card."""
     from finetune.card import version_id
     from finetune.cv import cross_validate
     from finetune.probe_card import write_probe_run
     from ser.corpora import load_corpora
 
-    options = options_from(args)
     out = Path(args.out)
-    dataset = load_corpora(args.corpus, args.root, label_map=getattr(args, "label_map", None))
+    dataset = load_corpora(args.corpus, args.root, label_map=args.label_map)
     names = label_names(dataset)
     started = time.perf_counter()
     load_features(dataset, options)
@@ -514,7 +509,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation = {"protocol": "leave-one-speaker-out",
                       **{k: v for k, v in cv.to_dict(predictions=False).items() if k != "pooled"}}
     else:
-        split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=args.seed)
+        split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=options.seed)
         train_idx = split.train
         y_true, y_pred = run_fold(dataset, split.train, split.test, options)
         metrics = compute_metrics(y_true.tolist(), y_pred.tolist(), names)

@@ -13,13 +13,12 @@ train ...`` run this same code under ``Trainer``'s DDP (see docs/training.md).
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import logging
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import ser.light_models  # noqa: F401  (registers the light models with the Auto classes)
 from finetune.augment import RandomAugment
+from finetune.options import check_choices, config_dict, from_mapping, parse_command, save_config
 from ser.audio import SAMPLE_RATE
 from ser.backbones import family, resolve_backbone
 from ser.light_models import FEATURE_TYPES, LIGHT_MODELS, create_light_model
@@ -52,56 +52,65 @@ HEAD_LR = {"light": 1e-3, "transformer": 5e-4}
 SUMMARY_KEYS = ("uar", "accuracy", "macro_f1")
 
 
+def _trainer_default(name: str, default: Any, why: str) -> Any:
+    """A ``TrainingArguments`` field with this project's default; its help says why."""
+    help_text = TrainingArguments.__dataclass_fields__[name].metadata.get("help", "")
+    return field(default=default, metadata={"help": f"{help_text} Here: {why}."})
+
+
 @dataclass
-class TrainOptions:
-    """Everything a training run needs besides the data; the CLI flags map onto these one to one."""
+class TrainOptions(TrainingArguments):
+    """A training run's options besides its data: ``TrainingArguments`` (every ``Trainer`` flag, under
+    its own name) plus what this project adds. ``fit`` fixes per-epoch evaluation and checkpoints,
+    the best epoch by validation UAR and the output folder (``OUT/checkpoints``)."""
 
-    model: str = "light-cnn"
-    features: str | None = None  # light models: logmel | mfcc (default: CNN logmel, BiLSTM mfcc)
-    frame_stride: int = 1  # light-bilstm: average this many 10 ms frames per LSTM step
-    epochs: float = 20.0
-    max_steps: int = -1
-    batch_size: int = 8
-    eval_batch_size: int | None = None
-    grad_accum: int = 1
-    lr: float | None = None  # the head's (all of a light model); default by model family
-    encoder_lr: float = 3e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of the training steps
-    freeze_feature_encoder: bool = True
-    freeze_encoder: bool = False
-    weighted_layer_sum: bool = False
-    class_weights: bool = True
-    patience: int = 5
-    seed: int = 0
-    max_duration: float = 8.0  # seconds; longer training clips are randomly cropped
-    max_eval_duration: float = 30.0
-    augment: bool = False
-    val: float = 0.1  # fractions of speakers
-    test: float = 0.2
-    resume: bool = False
-    num_workers: int = 0
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16
-    logging_steps: int = 10
-    keep_checkpoints: bool = False
-    progress: bool = True
-    model_dir: str | None = None  # run_fold only: also save the fold's model here (benchmarks size it)
+    num_train_epochs: float = _trainer_default("num_train_epochs", 20.0, "20, early stopping decides")
+    learning_rate: float | None = _trainer_default(
+        "learning_rate", None, "the head's (all of a light model); default 1e-3 light models, 5e-4 transformer head")
+    weight_decay: float = _trainer_default("weight_decay", 0.01, "0.01")
+    warmup_steps: float = _trainer_default("warmup_steps", 0.1, "0.1 of the training steps")
+    logging_steps: float = _trainer_default("logging_steps", 10, "10")
+    seed: int = _trainer_default("seed", 0, "0; it also fixes the speaker split, crops and augmentation")
+    save_total_limit: int | None = _trainer_default("save_total_limit", 2, "2")
+
+    model: str = field(default="light-cnn", metadata={
+        "help": "hub id, checkpoint dir, whisper-tiny.en-offline, light-cnn or light-bilstm"})
+    features: str | None = field(default=None, metadata={
+        "help": "light models' input features (default: CNN logmel, BiLSTM mfcc)", "choices": FEATURE_TYPES})
+    frame_stride: int = field(default=1, metadata={
+        "help": "light-bilstm: average this many 10 ms frames per LSTM step (faster on a CPU)"})
+    freeze_feature_encoder: bool = field(default=True, metadata={
+        "help": "freeze the CNN waveform encoder of wav2vec2-style models (--no-freeze-feature-encoder trains it)"})
+    freeze_encoder: bool = field(default=False, metadata={"help": "train the classifier head only"})
+    weighted_layer_sum: bool = field(default=False, metadata={"help": "learn a weighted sum of encoder layers"})
+    encoder_lr: float = field(default=3e-5, metadata={"help": "the pretrained encoder's learning rate"})
+    class_weights: bool = field(default=True, metadata={
+        "help": "class-balanced cross-entropy (--no-class-weights: plain)"})
+    patience: int = field(default=5, metadata={"help": "epochs without validation UAR gain before stopping"})
+    max_duration: float = field(default=8.0, metadata={"help": "seconds; longer training clips are randomly cropped"})
+    max_eval_duration: float = field(default=30.0, metadata={"help": "seconds of each clip that evaluation sees"})
+    augment: bool = field(default=False, metadata={"help": "noise/speed/pitch/gain augmentation on the fly"})
+    val: float = field(default=0.1, metadata={"help": "fraction of the (training) speakers for validation"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in OUT/checkpoints"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep OUT/checkpoints after training"})
+    model_dir: str | None = field(default=None, metadata={
+        "help": "cross-validation: also save each fold's model here (benchmarks size it)"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be at least 1, not {self.frame_stride}")
+        if self.learning_rate is None:
+            self.learning_rate = HEAD_LR["light" if self.model in LIGHT_MODELS else "transformer"]
+        super().__post_init__()
 
 
-def options_from(options: Any) -> TrainOptions:
-    """Accept TrainOptions, a mapping or an argparse Namespace (as ``finetune.cv`` passes); extra keys ignored."""
-    if isinstance(options, TrainOptions):
-        return options
-    values = options if isinstance(options, Mapping) else vars(options or argparse.Namespace())
-    known = {f.name for f in fields(TrainOptions)}
-    result = TrainOptions(**{key: value for key, value in values.items() if key in known and value is not None})
-    if result.features is not None and result.features not in FEATURE_TYPES:
-        raise ValueError(f"features must be one of {FEATURE_TYPES}, not {result.features!r}")
-    if result.frame_stride < 1:
-        raise ValueError(f"frame_stride must be at least 1, not {result.frame_stride}")
-    if result.precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {result.precision!r}")
-    return result
+OPTIONS = TrainOptions  # what run_fold takes; ``finetune cv`` parses the options after ``--`` into it
+
+
+def options_from(options: TrainOptions | Mapping[str, Any]) -> TrainOptions:
+    """TrainOptions as given, or from a mapping (``finetune.cv``, benchmarks); extra keys are ignored."""
+    return options if isinstance(options, TrainOptions) else from_mapping(TrainOptions, options)
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -269,12 +278,6 @@ def encoder_module(model: PreTrainedModel) -> torch.nn.Module | None:
     return encoder if isinstance(encoder, torch.nn.Module) else None
 
 
-def head_learning_rate(options: TrainOptions) -> float:
-    if options.lr is not None:
-        return options.lr
-    return HEAD_LR["light" if options.model in LIGHT_MODELS else "transformer"]
-
-
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     """n / (classes * count): each class weighs the same in the loss (absent classes get 1)."""
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes).astype(np.float64)
@@ -340,16 +343,6 @@ def _trainer_metrics(labels: Sequence[str]):
     return compute
 
 
-def _precision(options: TrainOptions) -> dict[str, bool]:
-    """Mixed precision on CUDA (bf16 where supported), full precision on CPU."""
-    choice = options.precision
-    if choice == "auto":
-        if not torch.cuda.is_available():
-            return {}
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"fp16": choice == "fp16", "bf16": choice == "bf16"}
-
-
 # --- training ---------------------------------------------------------------------------------------
 
 
@@ -378,31 +371,16 @@ def fit(
                             augment=options.augment, seed=options.seed)
     val_set = ClipDataset(waves, all_labels, val_idx, max_duration_s=options.max_eval_duration, train=False)
     has_val = len(val_set) > 0
-    args = TrainingArguments(
+    args = replace(  # what early stopping on validation UAR and our batches of dicts need
+        options,
         output_dir=str(work_dir),
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        per_device_train_batch_size=options.batch_size,
-        per_device_eval_batch_size=options.eval_batch_size or options.batch_size,
-        gradient_accumulation_steps=options.grad_accum,
-        learning_rate=head_learning_rate(options),
-        weight_decay=options.weight_decay,
-        warmup_steps=options.warmup,
         eval_strategy="epoch" if has_val else "no",
         save_strategy="epoch",
-        save_total_limit=2,
         load_best_model_at_end=has_val,
         metric_for_best_model="uar" if has_val else None,
         greater_is_better=True,
-        logging_steps=options.logging_steps,
-        seed=options.seed,
-        data_seed=options.seed,
-        dataloader_num_workers=options.num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=not options.progress,
-        **_precision(options),
+        dataloader_pin_memory=options.dataloader_pin_memory and torch.cuda.is_available(),
     )
     trainer = SERTrainer(
         model=model,
@@ -417,7 +395,7 @@ def fit(
         if options.class_weights else None,
         encoder_lr=options.encoder_lr,
     )
-    if not options.progress:
+    if options.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # without bars Trainer prints every log dict instead
     last = get_last_checkpoint(str(work_dir)) if options.resume and Path(work_dir).is_dir() else None
     if options.resume and last is None:
@@ -480,7 +458,7 @@ def train_and_evaluate(
                 + f"test speakers {', '.join(speakers['test'])} ({len(split.test)} clips)."
             ),
             licence=corpus_licence(corpus),
-            extra={"val": result.best_val, "speakers": speakers, "options": asdict(options),
+            extra={"val": result.best_val, "speakers": speakers, "options": config_dict([options]),
                    "history": result.trainer.state.log_history},
             version=version,
         )
@@ -515,64 +493,34 @@ def run_fold(dataset: Any, train_idx: Sequence[int], test_idx: Sequence[int], op
     return y_true, y_pred
 
 
-# --- command line -----------------------------------------------------------------------------------
+# --- command line ---------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainOptions()
-    data = parser.add_argument_group("data")
-    data.add_argument("--corpus", required=True, help="corpus name known to ser.corpora (emodb, ravdess, folder, ...)")
-    data.add_argument("--root", required=True, help="folder (or hub id) holding the corpus")
-    data.add_argument("--label-map", default=None, help='merge/drop classes, e.g. "four-class"')
-    data.add_argument("--val", type=float, default=defaults.val, help="fraction of speakers for validation")
-    data.add_argument("--test", type=float, default=defaults.test, help="fraction of speakers for testing")
-    data.add_argument("--max-duration", type=float, default=defaults.max_duration,
-                      help="seconds; longer training clips are randomly cropped")
-    data.add_argument("--augment", action="store_true", help="noise/speed/pitch/gain augmentation on the fly")
+@dataclass
+class TrainCommand:
+    """The data and output of ``python -m finetune train`` (cross-validation brings its own)."""
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default=defaults.model,
-                       help="hub id, checkpoint dir, whisper-tiny.en-offline, light-cnn or light-bilstm")
-    model.add_argument("--features", choices=FEATURE_TYPES, default=None, help="light models' input features")
-    model.add_argument("--frame-stride", type=int, default=1,
-                       help="light-bilstm: average this many 10 ms frames per LSTM step (faster on a CPU)")
-    model.add_argument("--no-freeze-feature-encoder", dest="freeze_feature_encoder", action="store_false",
-                       help="also train the CNN waveform encoder of wav2vec2-style models")
-    model.add_argument("--freeze-encoder", action="store_true", help="train the classifier head only")
-    model.add_argument("--weighted-layer-sum", action="store_true", help="learn a weighted sum of encoder layers")
-    model.add_argument("--out", required=True, help="model directory to write")
-
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=float, default=defaults.epochs)
-    train.add_argument("--max-steps", type=int, default=defaults.max_steps, help="overrides --epochs when > 0")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per device")
-    train.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="gradient accumulation steps")
-    train.add_argument("--lr", type=float, default=None,
-                       help="head learning rate (light models: all); default 1e-3 light, 5e-4 transformer head")
-    train.add_argument("--encoder-lr", type=float, default=defaults.encoder_lr, help="pretrained encoder's rate")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--warmup", type=float, default=defaults.warmup, help="fraction of steps for LR warm-up")
-    train.add_argument("--no-class-weights", dest="class_weights", action="store_false",
-                       help="plain cross-entropy instead of class-balanced")
-    train.add_argument("--patience", type=int, default=defaults.patience, help="epochs without UAR gain before stopping")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                       help="auto: bf16/fp16 on CUDA, fp32 on CPU")
-    train.add_argument("--logging-steps", type=int, default=defaults.logging_steps, help="log the loss every N steps")
-    train.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
-    train.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after training")
-    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    corpus: str = field(metadata={"help": "corpus name known to ser.corpora (emodb, ravdess, folder, ...)"})
+    root: str = field(metadata={"help": "folder (or hub id) holding the corpus"})
+    out: str = field(metadata={"help": "model directory to write"})
+    label_map: str | None = field(default=None, metadata={"help": 'merge/drop classes, e.g. "four-class"'})
+    test: float = field(default=0.2, metadata={"help": "fraction of speakers for testing"})
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str], *, prog: str = "python -m finetune train", description: str | None = None) -> int:
+    """Parse the options (or a saved run's ``--config``), record them in OUT, train."""
+    args, options = parse_command((TrainCommand, TrainOptions), argv, prog=prog, description=description)
+    save_config(args.out, (args, options))
+    return run(args, options)
+
+
+def run(args: TrainCommand, options: TrainOptions) -> int:
     """Load the corpus, split by speaker, train, test, write the model directory."""
     from finetune.data import train_val_test_split
     from ser.corpora import load_corpus
 
-    options = options_from(args)
     dataset = load_corpus(args.corpus, args.root, label_map=args.label_map)
-    split = train_val_test_split(dataset, val=options.val, test=options.test, seed=options.seed)
+    split = train_val_test_split(dataset, val=options.val, test=args.test, seed=options.seed)
     metrics = train_and_evaluate(dataset, split, options, args.out, corpus=args.corpus)
     print(
         f"{args.corpus} {options.model}: test UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}, "

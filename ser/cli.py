@@ -1,8 +1,10 @@
 """A command-line dispatcher shared by ``python -m ser`` and ``python -m finetune``.
 
-Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``;
-modules are imported only when their command runs, so ``--help`` stays fast and one broken
-command cannot take the others down.
+Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``,
+or with ``main(argv, prog=..., description=...) -> int`` when it parses its own options (the
+training commands declare theirs as dataclasses for ``transformers.HfArgumentParser``). Modules
+are imported only when their command runs, so ``--help`` stays fast and one broken command cannot
+take the others down.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ def dispatch(prog: str, description: str, commands: dict[str, tuple[str, str]], 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = argv[0] if argv and argv[0] in commands else None
+    module = importlib.import_module(commands[wanted][0]) if wanted is not None else None
+    if hasattr(module, "main"):  # the command parses its own options
+        return int(module.main(argv[1:], prog=f"{prog} {wanted}", description=commands[wanted][1] or None))
     for name, (module_name, help_text) in commands.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == wanted:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,17 @@ def test_predictor_serves_a_classical_model(dataset, cache_dir: Path, tmp_path: 
 
 def test_cli_writes_model_metrics_report_and_card(corpus_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     from finetune.__main__ import COMMANDS
+    from finetune.classical import ClassicalCommand, ClassicalOptions
+    from finetune.options import CONFIG_NAME, parse_command
     from ser.cli import dispatch
 
     out = tmp_path / "model"
     argv = ["classical", "--corpus", "folder", "--root", str(corpus_root), "--features", "egemaps",
             "--estimator", "svm", "--out", str(out), "--cache-dir", str(cache_dir), "--test-size", "0.25"]
     assert dispatch("python -m finetune", "test", COMMANDS, argv) == 0
+    # the run recorded what it resolved, and a run repeated from that record resolves the same
+    parse = partial(parse_command, (ClassicalCommand, ClassicalOptions), prog="classical")
+    assert parse(["--config", str(out / CONFIG_NAME)]) == parse(argv[1:])
     for name in ("classical.json", "pipeline.skops", "metrics.json", "confusion_matrix.png", "README.md"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())

@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 import json
 import re
+from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,9 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 from finetune import probe as fp
 from finetune.cache import cached_hidden_states
 from finetune.card import corpus_licence
+from finetune.options import CONFIG_NAME, parse_command
 from ser.corpora import label_names, load_corpus
-from ser.probe import BACKBONE_SUBDIR, HEAD_WEIGHTS, ProbeConfig, ProbeForAudioClassification
+from ser.probe import BACKBONE_SUBDIR, HEAD_WEIGHTS, LAYER_MIXES, POOLINGS, ProbeConfig, ProbeForAudioClassification
 from tests.tiny_models import save_tiny_wav2vec2
 
 CLASSES = {"neutral": 140.0, "happy": 420.0, "sad": 900.0}
@@ -201,14 +204,14 @@ def test_cli_writes_a_checkpoint_the_predictor_loads(
 
     monkeypatch.setenv("SER_RUNTIME", "eager")  # the ONNX export is ser.runtime's to test
 
-    parser = argparse.ArgumentParser()
-    fp.add_arguments(parser)
     out = tmp_path / "model"
-    args = parser.parse_args(
-        ["--corpus", "folder", "--root", str(corpus_dir), "--model", backbone, "--out", str(out),
-         "--epochs", "3", "--cache-dir", shared_cache, "--test-size", "0.25"]
-    )  # fmt: skip
-    assert fp.run(args) == 0
+    argv = ["--corpus", "folder", "--root", str(corpus_dir), "--model", backbone, "--out", str(out),
+            "--epochs", "3", "--cache-dir", shared_cache, "--test-size", "0.25"]
+    assert fp.main(argv) == 0
+    # the run recorded what it resolved, and a run repeated from that record resolves the same
+    parse = partial(parse_command, (fp.ProbeCommand, fp.ProbeOptions), prog="probe")
+    assert parse(["--config", str(out / CONFIG_NAME)]) == parse(argv)
+    assert parse(argv)[1].backbone == backbone  # --model names the backbone
     for name in ("config.json", HEAD_WEIGHTS, "preprocessor_config.json", "metrics.json", "README.md", "confusion_matrix.png"):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
@@ -230,12 +233,8 @@ def test_probe_loso_and_the_cv_command_report_the_same_mean_and_std(
     from finetune import cv
 
     recipe = ["--model", backbone, "--cache-dir", shared_cache, "--epochs", "50"]
-    parser = argparse.ArgumentParser()
-    fp.add_arguments(parser)
     probe_out = tmp_path / "probe"
-    assert fp.run(parser.parse_args(
-        ["--corpus", "folder", "--root", str(corpus_dir), "--out", str(probe_out), "--eval", "loso", *recipe]
-    )) == 0  # fmt: skip
+    assert fp.main(["--corpus", "folder", "--root", str(corpus_dir), "--out", str(probe_out), "--eval", "loso", *recipe]) == 0
     cv_parser = argparse.ArgumentParser()
     cv.add_arguments(cv_parser)
     cv_out = tmp_path / "cv"
@@ -255,6 +254,19 @@ def test_probe_loso_and_the_cv_command_report_the_same_mean_and_std(
     spread = command["summary"]["uar"]
     assert f"{100 * spread['mean']:.1f} % ± {100 * spread['std']:.1f} %" in (probe_out / "README.md").read_text()
     assert re.fullmatch(r"probe-folder-\d{8}T\d{6}Z", probe["model_version"])
+def test_the_probe_choices_are_the_models_own(tmp_path: Path) -> None:
+    """--pooling and --layer-mix offer exactly what ser.probe builds, on the command line and from Python."""
+    parse = partial(parse_command, (fp.ProbeCommand, fp.ProbeOptions), prog="probe")
+    base = ["--corpus", "folder", "--root", "r", "--out", str(tmp_path)]
+    for flag, choices in (("--pooling", POOLINGS), ("--layer-mix", LAYER_MIXES)):
+        name = flag[2:].replace("-", "_")
+        assert [getattr(parse([*base, flag, choice])[1], name) for choice in choices] == list(choices)
+        with pytest.raises(SystemExit):
+            parse([*base, flag, "max"])
+    declared = {f.name: f.metadata.get("choices") for f in fields(fp.ProbeOptions)}
+    assert declared["pooling"] is POOLINGS and declared["layer_mix"] is LAYER_MIXES
+    with pytest.raises(ValueError, match="pooling must be one of mean, attentive"):
+        fp.options_from({"pooling": "max"})
 
 
 @needs_whisper

@@ -147,9 +147,7 @@ class _Oracle:
     """A TrainingMethod that predicts every test clip right except the first, to give folds different scores."""
 
     prepared = 0
-
-    def add_arguments(self, parser) -> None:  # noqa: ANN001 - the protocol's signature
-        pass
+    OPTIONS = dict
 
     def prepare(self, dataset, options=None) -> None:  # noqa: ANN001
         self.prepared += 1

@@ -27,6 +27,7 @@ from transformers import logging as hf_logging
 from finetune import train as ft
 from tests.tiny_models import save_tiny_whisper
 from finetune.data import SpeakerSplit, train_val_test_split
+from finetune.options import CONFIG_NAME, parse_command, save_config
 from ser.cli import dispatch
 from ser.corpora import load_corpus
 
@@ -122,8 +123,8 @@ TINY = {"wav2vec2": lambda out: _tiny_wav2vec2(out, "wav2vec2"), "hubert": lambd
 @pytest.mark.parametrize("kind", list(TINY))
 def test_transformer_backbone_fine_tunes_and_its_checkpoint_reloads(kind, corpus, split, tmp_path) -> None:
     backbone = TINY[kind](tmp_path / "backbone")
-    options = ft.TrainOptions(model=str(backbone), max_steps=12, batch_size=6, lr=5e-3, encoder_lr=2e-3,
-                              warmup=0.0, logging_steps=1, progress=False)
+    options = ft.TrainOptions(model=str(backbone), max_steps=12, per_device_train_batch_size=6, learning_rate=5e-3,
+                              encoder_lr=2e-3, warmup_steps=0.0, logging_steps=1, disable_tqdm=True)
     out = tmp_path / "model"
     result = ft.train_and_evaluate(corpus, split, options, out, corpus="tones")
 
@@ -138,8 +139,8 @@ def test_transformer_backbone_fine_tunes_and_its_checkpoint_reloads(kind, corpus
 def test_feature_encoder_is_frozen_and_encoder_and_head_get_their_own_learning_rates(corpus, split, tmp_path) -> None:
     backbone = _tiny_wav2vec2(tmp_path / "backbone", "wav2vec2")
     before = AutoModelForAudioClassification.from_pretrained(backbone).wav2vec2.feature_extractor.state_dict()
-    options = ft.TrainOptions(model=str(backbone), max_steps=3, batch_size=6, lr=1e-3, encoder_lr=1e-5,
-                              weighted_layer_sum=True, progress=False)
+    options = ft.TrainOptions(model=str(backbone), max_steps=3, per_device_train_batch_size=6, learning_rate=1e-3,
+                              encoder_lr=1e-5, weighted_layer_sum=True, disable_tqdm=True)
     result = ft.fit(corpus, split.train, split.val, options, tmp_path / "work")
 
     model = result.model
@@ -165,12 +166,13 @@ def test_light_model_trains_from_the_command_line_and_serves_through_the_predict
     from ser.model import Predictor
 
     out = tmp_path / kind
-    code = dispatch("python -m finetune", "", {"train": ("finetune.train", "")}, [
-        "train", "--corpus", "folder", "--root", str(corpus_root), "--model", kind, "--out", str(out),
-        "--epochs", "4", "--batch-size", "6", "--val", "0.25", "--test", "0.25", "--logging-steps", "1",
-        "--no-progress",
-    ])
+    argv = ["--corpus", "folder", "--root", str(corpus_root), "--model", kind, "--out", str(out),
+            "--num_train_epochs", "4", "--per_device_train_batch_size", "6", "--val", "0.25", "--test", "0.25",
+            "--logging-steps", "1", "--disable_tqdm", "true"]
+    code = dispatch("python -m finetune", "", {"train": ("finetune.train", "")}, ["train", *argv])
     assert code == 0
+    # the run recorded what it resolved, and a run repeated from that record resolves the same
+    assert parse_train(["--config", str(out / CONFIG_NAME)]) == parse_train(argv)
 
     record = json.loads((out / "metrics.json").read_text())
     _assert_loss_falls(record["history"])
@@ -201,12 +203,13 @@ def _confusion_matrix(corpus, indices, predictions: list[int]) -> list[list[int]
 
 def test_training_resumes_from_its_last_checkpoint(corpus, split, tmp_path) -> None:
     work = tmp_path / "work"
-    first = ft.TrainOptions(model="light-bilstm", max_steps=4, batch_size=6, progress=False, logging_steps=1)
+    first = ft.TrainOptions(model="light-bilstm", max_steps=4, per_device_train_batch_size=6, disable_tqdm=True,
+                            logging_steps=1)
     ft.fit(corpus, split.train, split.val, first, work)
     assert (work / "checkpoint-4").is_dir()
 
-    second = ft.TrainOptions(model="light-bilstm", max_steps=6, batch_size=6, progress=False, logging_steps=1,
-                             resume=True)
+    second = ft.TrainOptions(model="light-bilstm", max_steps=6, per_device_train_batch_size=6, disable_tqdm=True,
+                             logging_steps=1, resume=True)
     result = ft.fit(corpus, split.train, split.val, second, work)
     assert result.trainer.state.global_step == 6
     logged_steps = [entry["step"] for entry in result.trainer.state.log_history if "loss" in entry]
@@ -218,13 +221,77 @@ def test_balanced_class_weights() -> None:
     assert weights.tolist() == pytest.approx([4 / 6, 4 / 2, 1.0])
 
 
-def test_options_accept_namespaces_and_refuse_bad_values() -> None:
-    import argparse
+def parse_train(argv: list[str]) -> tuple:
+    return parse_command((ft.TrainCommand, ft.TrainOptions), argv, prog="python -m finetune train")
 
-    options = ft.options_from(argparse.Namespace(model="light-cnn", epochs=2.0, corpus="x", lr=None))
-    assert options.epochs == 2.0 and options.lr is None
-    with pytest.raises(ValueError, match="features"):
+
+def test_options_accept_mappings_and_refuse_bad_values() -> None:
+    options = ft.options_from({"model": "light-cnn", "num_train_epochs": 2.0, "corpus": "x", "learning_rate": None})
+    assert options.num_train_epochs == 2.0
+    assert options.learning_rate == ft.HEAD_LR["light"]  # None: the model family's default
+    assert ft.options_from({"model": "facebook/wav2vec2-base"}).learning_rate == ft.HEAD_LR["transformer"]
+    with pytest.raises(ValueError, match="features must be one of logmel, mfcc"):
         ft.options_from({"features": "spectrogram"})
+    with pytest.raises(ValueError, match="frame_stride"):
+        ft.options_from({"frame_stride": 0})
+
+
+def test_trainer_flags_and_the_project_flags_parse_under_their_names(tmp_path) -> None:
+    """TrainingArguments' own flags, underscored or dashed; the project's dashed flags as before."""
+    args, options = parse_train([
+        "--corpus", "folder", "--root", "r", "--out", str(tmp_path), "--label-map", "four-class",
+        "--learning_rate", "0.02", "--num-train-epochs", "3", "--per_device_train_batch_size", "5",
+        "--gradient_accumulation_steps", "2", "--frame-stride", "4", "--no-freeze-feature-encoder",
+        "--weighted-layer-sum", "--no-class-weights", "--max-steps", "7",
+    ])
+    assert (args.label_map, args.out) == ("four-class", str(tmp_path))
+    assert (options.learning_rate, options.num_train_epochs, options.per_device_train_batch_size) == (0.02, 3, 5)
+    assert (options.gradient_accumulation_steps, options.max_steps, options.frame_stride) == (2, 7, 4)
+    assert not options.freeze_feature_encoder and options.weighted_layer_sum and not options.class_weights
+    _, defaults = parse_train(["--corpus", "folder", "--root", "r", "--out", str(tmp_path)])
+    assert defaults == ft.TrainOptions()  # one declaration: the parser's defaults are the dataclass's
+    assert (defaults.num_train_epochs, defaults.seed, defaults.warmup_steps) == (20.0, 0, 0.1)
+    for bad in (["--features", "spectrogram"], ["--epochs", "3"]):
+        with pytest.raises(SystemExit):
+            parse_train(["--corpus", "folder", "--root", "r", "--out", str(tmp_path), *bad])
+
+
+def test_a_saved_config_repeats_the_run_and_stands_alone(tmp_path) -> None:
+    argv = ["--corpus", "folder", "--root", "r", "--out", str(tmp_path), "--model", "light-bilstm",
+            "--learning_rate", "0.005", "--seed", "3", "--lr_scheduler_type", "cosine", "--frame-stride", "2"]
+    parsed = parse_train(argv)
+    path = save_config(tmp_path, parsed)
+    record = json.loads(path.read_text())
+    assert record["learning_rate"] == 0.005 and record["model"] == "light-bilstm" and record["corpus"] == "folder"
+    assert not any(key.endswith("_token") for key in record)
+    assert parse_train(["--config", str(path)]) == parsed
+    with pytest.raises(SystemExit):
+        parse_train(["--config", str(path), "--seed", "4"])
+
+
+def test_trainer_flags_reach_the_trainer(corpus, split, tmp_path) -> None:
+    _, options = parse_train(["--corpus", "folder", "--root", "r", "--out", str(tmp_path), "--max_steps", "2",
+                              "--learning_rate", "0.004", "--per_device_train_batch_size", "3",
+                              "--gradient_accumulation_steps", "2", "--lr_scheduler_type", "constant",
+                              "--disable_tqdm", "true"])
+    result = ft.fit(corpus, split.train, split.val, options, tmp_path / "work")
+    args = result.trainer.args
+    assert (args.learning_rate, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (0.004, 3, 2)
+    assert args.lr_scheduler_type == "constant" and args.output_dir == str(tmp_path / "work")
+    assert {group["lr"] for group in result.trainer.optimizer.param_groups} == {0.004}  # light model: all head
+    assert result.trainer.state.global_step == 2
+
+
+def test_help_lists_the_commands_and_each_commands_flags(capsys) -> None:
+    from finetune.__main__ import COMMANDS
+
+    for argv, expected in ((["--help"], "probe"), (["train", "--help"], "--learning_rate"),
+                           (["probe", "--help"], "--pooling"), (["classical", "--help"], "--estimator"),
+                           (["cv", "--help"], "--method")):
+        with pytest.raises(SystemExit) as exit_code:
+            dispatch("python -m finetune", "", COMMANDS, argv)
+        assert exit_code.value.code == 0
+        assert expected in capsys.readouterr().out, argv
 
 
 def test_cv_command_reports_mean_and_std_over_speaker_folds(corpus_root, tmp_path) -> None:
@@ -233,8 +300,8 @@ def test_cv_command_reports_mean_and_std_over_speaker_folds(corpus_root, tmp_pat
     out = tmp_path / "cv"
     code = dispatch("python -m finetune", "", {"cv": ("finetune.cv", "")}, [
         "cv", "--method", "train", "--folds", "2", "--corpus", "folder", "--root", str(corpus_root),
-        "--out", str(out), "--", "--model", "light-bilstm", "--epochs", "2", "--batch-size", "6", "--val", "0.5", "--augment",
-        "--no-progress",
+        "--out", str(out), "--", "--model", "light-bilstm", "--num_train_epochs", "2", "--per_device_train_batch_size",
+        "6", "--val", "0.5", "--augment", "--disable_tqdm", "true",
     ])
     assert code == 0
     result = json.loads((out / "cv.json").read_text())
@@ -247,6 +314,20 @@ def test_cv_command_reports_mean_and_std_over_speaker_folds(corpus_root, tmp_pat
     assert result["pooled"]["n"] == len(CLASSES) * SPEAKERS * 3
     table = (out / "cv.md").read_text()
     assert "mean ± std" in table and (out / "confusion_matrix.png").is_file()
+
+
+def test_cv_parses_the_options_after_the_separator_as_the_method_declares_them() -> None:
+    from finetune.classical import ClassicalOptions
+    from finetune.cv import method_options
+    from finetune.probe import ProbeOptions
+
+    train = method_options("train", ["--model", "light-bilstm", "--learning_rate", "0.01", "--frame-stride", "2"])
+    assert isinstance(train, ft.TrainOptions) and (train.learning_rate, train.frame_stride) == (0.01, 2)
+    probe = method_options("probe", ["--model", "whisper-tiny.en-offline", "--pooling", "attentive"])
+    assert probe == ProbeOptions(backbone="whisper-tiny.en-offline", pooling="attentive")
+    assert method_options("classical", ["--estimator", "tree"]) == ClassicalOptions(estimator="tree")
+    with pytest.raises(SystemExit):  # the data are cv's own flags, not the method's
+        method_options("classical", ["--corpus", "emodb"])
 
 
 def test_cv_refuses_a_bad_fold_spec(corpus) -> None:
