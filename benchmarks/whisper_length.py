@@ -2,9 +2,9 @@
 
 transformers pads every Whisper input to 30 s, so a 3 s clip pays for 30 s. Running the
 encoder on the real frames is ~10x cheaper, but attention then no longer sees the padding
-the model was trained with. This measures whether that costs accuracy, with the frozen
-recipe of NOTES.md: mean-pooled hidden states of all 5 layers (concatenated), class-balanced
-logistic regression, leave-one-speaker-out on EmoDB.
+the model was trained with. This measures whether that costs accuracy, with a frozen-encoder
+recipe: mean-pooled hidden states of all 5 layers (concatenated), class-balanced logistic
+regression, leave-one-speaker-out on EmoDB.
 
     python benchmarks/whisper_length.py [--emodb ../shared/data/emodb] [--threads 1]
 

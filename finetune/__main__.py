@@ -1,4 +1,5 @@
-"""``python -m finetune COMMAND``: download and describe corpora, train, cross-validate, retrain."""
+"""``python -m finetune COMMAND``: download and describe corpora, train, cross-validate, retrain, and
+rebuild the embedded default model."""
 
 import sys
 
@@ -12,6 +13,7 @@ COMMANDS = {
     "classical": ("finetune.classical", "MFCC/eGeMAPS features with SVM, decision tree or MLP"),
     "cv": ("finetune.cv", "k-fold or leave-one-speaker-out cross-validation"),
     "retrain": ("finetune.retrain", "retrain from the annotation store's corrections"),
+    "make-default": ("finetune.make_default", "rebuild the embedded default model (ser/default_model)"),
 }
 
 if __name__ == "__main__":

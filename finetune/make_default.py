@@ -1,6 +1,8 @@
 """Rebuild the embedded default model (``ser/default_model``): a probe meant for voices it never heard.
 
-    python -m finetune.make_default --roots emodb=DIR,nemo=DIR,emovo=DIR [--eval-roots turev=DIR]
+    python -m finetune make-default --roots emodb=DIR,nemo=DIR,emovo=DIR [--eval-roots turev=DIR]
+
+(``python -m finetune.make_default`` runs the same.)
 
 The recipe is the one ``benchmarks/generalization.py`` measured best across corpora (the choice was
 made on those leave-one-corpus-out scores, so they are slightly optimistic for it): the frozen
@@ -99,8 +101,7 @@ def latency_ms(model_dir: Path, seconds: float = 3.0, repeats: int = 20) -> floa
     return 1000 * float(np.median(times))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roots", required=True, help="name=DIR of each training corpus (shippable licences only)")
     parser.add_argument("--eval-roots", default="", help="name=DIR of evaluation-only corpora (e.g. turev=DIR)")
     parser.add_argument("--hold-out", default=",".join(EXAMPLE_SPEAKERS),
@@ -109,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train the default model on ``args.roots``, score it leave-one-corpus-out, write it with its card."""
     torch.set_num_threads(args.threads)
 
     names, roots = parse_roots(args.roots)
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "latency_ms_3s": latency,
         "latency_device": device,
-        "rebuild": "python -m finetune.make_default --roots emodb=DIR,nemo=DIR,emovo=DIR --eval-roots turev=DIR",
+        "rebuild": "python -m finetune make-default --roots emodb=DIR,nemo=DIR,emovo=DIR --eval-roots turev=DIR",
     }
     write_probe_run(out, metrics, summary, title="Default model: leave-one-corpus-out, single clips")
     print(f"single clips UAR {metrics['uar']:.3f}, adapted {evaluation['adapted'].pooled['uar']:.3f}; "

@@ -23,15 +23,36 @@ import re
 import shutil
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import ClassLabel, Dataset
+from tqdm.auto import tqdm
 
+from finetune.card import corpus_licence, write_run_outputs
+from finetune.data import check_speaker_disjoint, speaker_groups, train_val_test_split
+from finetune.probe import (
+    ProbeOptions,
+    build_probe,
+    fit_head,
+    fit_speaker_head,
+    load_features,
+    options_from,
+    predict_rows,
+    train_probe,
+)
+from ser.audio import InvalidAudio
 from ser.backbones import DEFAULT_BACKBONE, is_encoder_model_type
-from ser.labels import EMOTIONS
+from ser.corpora import CorpusError, concatenate_corpora, label_names, load_corpus, waveform, with_label_names
+from ser.labels import EMOTIONS, canonical
+from ser.metrics import compute_metrics
+from ser.model import ModelLoadError, Predictor
+from ser.probe import BACKBONE_SUBDIR, ProbeConfig, ProbeForAudioClassification, ProbeHead, SpeakerAdaptedHead
+from ser.store import DB_NAME, POLICIES, AnnotationStore, Resolution, clip_sha256
 
 EXIT_WRITTEN, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED = 0, 1, 2, 3
 STORE_CORPUS = "store"  # the ``corpus`` value of rows that come from the annotation store alone
@@ -47,7 +68,7 @@ class RetrainInputError(ValueError):
 class TrainingData:
     """The merged training set and what the corrections contributed to it."""
 
-    dataset: Any  # datasets.Dataset: audio, label, speaker, corpus, path
+    dataset: Dataset  # audio, label, speaker, corpus, path
     corrections: int  # resolved store clips used
     overridden: int  # corpus clips whose label came from the store
     changed: int  # ... of which the store's label differs from the corpus's
@@ -60,6 +81,15 @@ class Decision:
     reason: str
 
 
+@dataclass
+class ServingModel:
+    """The model to beat: its version and folder, and its metrics once scored on the test clips."""
+
+    version: str
+    path: str
+    metrics: dict[str, Any] | None = None
+
+
 def stage(number: int, text: str) -> None:
     """One progress line per stage, flushed at once so the app can stream it."""
     print(f"[retrain {number}/{STAGES}] {text}", flush=True)
@@ -68,11 +98,11 @@ def stage(number: int, text: str) -> None:
 # --- data ------------------------------------------------------------------------------------------
 
 
-def store_corrections(store: Any, policy: str = "majority") -> Any:
+def store_corrections(store: AnnotationStore, policy: str = "majority") -> Resolution:
     """The store's labels settled by ``policy``; a clip without a speaker becomes its own group.
 
-    Returns a ``ser.store.Resolution``: speakerless clips get speaker ``clip-<sha prefix>``, so a
-    speaker-independent split never puts one clip's labels on both sides.
+    Speakerless clips get speaker ``clip-<sha prefix>``, so a speaker-independent split never puts
+    one clip's labels on both sides.
     """
     resolution = store.resolve(policy)
     for clip in resolution.clips:
@@ -80,14 +110,8 @@ def store_corrections(store: Any, policy: str = "majority") -> Any:
     return resolution
 
 
-def content_hashes(corpus: Any) -> list[str | None]:
+def content_hashes(corpus: Dataset) -> list[str | None]:
     """The store's id of every corpus clip (None where the audio cannot be decoded)."""
-    from tqdm.auto import tqdm
-
-    from ser.audio import InvalidAudio
-    from ser.corpora import waveform
-    from ser.store import clip_sha256
-
     hashes: list[str | None] = []
     for row in tqdm(corpus.select_columns(["audio", "path"]), desc="matching corpus clips to corrections"):
         try:
@@ -97,15 +121,12 @@ def content_hashes(corpus: Any) -> list[str | None]:
     return hashes
 
 
-def merge_training_data(store: Any, corpus: Any | None, resolution: Any) -> TrainingData:
+def merge_training_data(store: AnnotationStore, corpus: Dataset | None, resolution: Resolution) -> TrainingData:
     """Corpus + corrections in one dataset on the label set they use; corrections win on the same audio.
 
     A store clip whose audio is a corpus clip relabels that row (keeping its speaker, so the split
     still keeps that speaker on one side) instead of being added a second time.
     """
-    from ser.corpora import concatenate_corpora, label_names, with_label_names
-    from ser.store import Resolution
-
     fixes = {clip.sha256: clip.label for clip in resolution.clips}
     hashes = content_hashes(corpus) if corpus is not None and fixes else []
     overrides = {i: fixes[sha] for i, sha in enumerate(hashes) if sha in fixes}  # corpus row -> label
@@ -131,10 +152,8 @@ def merge_training_data(store: Any, corpus: Any | None, resolution: Any) -> Trai
     )
 
 
-def _relabel(corpus: Any, labels: list[str], names: list[str]) -> Any:
+def _relabel(corpus: Dataset, labels: list[str], names: list[str]) -> Dataset:
     """The corpus with one label per row (by name) on the class list ``names``."""
-    from datasets import ClassLabel
-
     features = corpus.features.copy()
     features["label"] = ClassLabel(names=names)
     ids = [names.index(label) for label in labels]
@@ -145,7 +164,7 @@ def _relabel(corpus: Any, labels: list[str], names: list[str]) -> Any:
 # --- split -----------------------------------------------------------------------------------------
 
 
-def split_rows(dataset: Any, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(dataset: Dataset, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Speaker-disjoint train/test rows: ``holdout`` of the corpus's speakers (``finetune.data``) and
     of the store's speaker groups (a speakerless correction is a group of one) go to the test side.
 
@@ -154,8 +173,6 @@ def split_rows(dataset: Any, holdout: float, seed: int) -> tuple[np.ndarray, np.
     never moves an old one. No version this command wrote has therefore trained on a clip that a
     later retrain tests on, and comparing with the serving model stays fair.
     """
-    from finetune.data import check_speaker_disjoint, train_val_test_split
-
     if not 0 < holdout < 1:
         raise RetrainInputError(f"--holdout must be between 0 and 1, got {holdout}")
     from_store = np.asarray(dataset["corpus"]) == STORE_CORPUS
@@ -193,8 +210,6 @@ def _bucket(group: str, seed: int) -> float:
 def default_backbone(model_dir: str | Path | None) -> str:
     """The encoder to probe: the serving model's own (a probe's backbone, or a fine-tuned encoder
     checkpoint itself), else the default offline encoder."""
-    from ser.probe import BACKBONE_SUBDIR, ProbeConfig
-
     config_path = Path(model_dir) / "config.json" if model_dir else None
     if config_path is None or not config_path.is_file():
         return DEFAULT_BACKBONE
@@ -210,29 +225,22 @@ def default_backbone(model_dir: str | Path | None) -> str:
     return DEFAULT_BACKBONE
 
 
-def serving_model(store: Any, base: str | None) -> dict[str, Any] | None:
+def serving_model(store: AnnotationStore, base: str | None) -> ServingModel | None:
     """The model to beat: ``--base`` if given, else the store's active model (None: there is none)."""
     if base:
         if not Path(base).exists():
             raise RetrainInputError(f"--base {base} does not exist")
-        return {"version": Path(base).name, "path": str(base)}
+        return ServingModel(Path(base).name, str(base))
     active = store.active_model()
-    return {"version": active["version"], "path": active["path"]} if active else None
+    return ServingModel(active["version"], active["path"]) if active else None
 
 
-def score_model(model_dir: str, dataset: Any, test_idx: np.ndarray, names: list[str]) -> dict[str, Any]:
+def score_model(model_dir: str, dataset: Dataset, test_idx: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Metrics of a saved model on the test rows, through ``Predictor`` as the app would run it.
 
     The label set is the union of the test labels and what the model can say, so a model that
     lacks a class the corrections introduced is scored on it (and gets no recall for it).
     """
-    from tqdm.auto import tqdm
-
-    from ser.corpora import waveform
-    from ser.labels import canonical
-    from ser.metrics import compute_metrics
-    from ser.model import ModelLoadError, Predictor
-
     try:
         predictor = Predictor.from_pretrained(model_dir, runtime="eager")
     except (ModelLoadError, OSError) as error:
@@ -244,7 +252,7 @@ def score_model(model_dir: str, dataset: Any, test_idx: np.ndarray, names: list[
     predicted = []
     for row in tqdm(rows, desc=f"scoring {predictor.version}"):
         probs = predictor.predict(waveform(row))
-        predicted.append(_canonical_or_raw(max(probs, key=probs.get), canonical))
+        predicted.append(_canonical_or_raw(max(probs, key=probs.get)))
     truth = [names[i] for i in np.asarray(dataset["label"])[test_idx]]
     known = set(names) | set(predicted)
     labels = [name for name in EMOTIONS if name in known] + sorted(known - set(EMOTIONS))
@@ -252,7 +260,7 @@ def score_model(model_dir: str, dataset: Any, test_idx: np.ndarray, names: list[
                                                         "n_classes": len(predictor.labels)}
 
 
-def _canonical_or_raw(label: str, canonical: Any) -> str:
+def _canonical_or_raw(label: str) -> str:
     try:
         return canonical(label)
     except KeyError:
@@ -284,7 +292,7 @@ def decide(new_uar: float, active_uar: float | None, *, force: bool = False, tol
     return Decision(False, f"{'; '.join(problems)}: not adopted without confirmation (--force keeps it)")
 
 
-def next_version(models_dir: Path, store: Any) -> str:
+def next_version(models_dir: Path, store: AnnotationStore) -> str:
     """``v<NNNN>-<UTC time>``, numbered after every version in the folder and in the store."""
     taken = [p.name for p in models_dir.iterdir()] if models_dir.is_dir() else []
     taken += [str(record["version"]) for record in store.list_models()]
@@ -297,7 +305,7 @@ def next_version(models_dir: Path, store: Any) -> str:
 def write_version(
     models_dir: Path,
     version: str,
-    model: Any,
+    model: ProbeForAudioClassification,
     metrics: dict[str, Any],
     *,
     describe: dict[str, str],
@@ -305,8 +313,6 @@ def write_version(
 ) -> Path:
     """Checkpoint, metrics.json, report + PNGs and model card, moved into place in one rename
     so the app never sees half a version."""
-    from finetune.card import write_run_outputs
-
     target = models_dir / version
     partial = models_dir / f".{version}.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -330,8 +336,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=None,
                         help="model directory to compare with (default: the store's active model)")
     parser.add_argument("--method", choices=("probe",), default="probe", help="training recipe (frozen-encoder probe)")
-    from ser.store import POLICIES
-
     parser.add_argument("--policy", choices=POLICIES, default="majority",
                         help="how several people's labels for one clip become one")
     parser.add_argument("--holdout", type=float, default=0.2,
@@ -358,23 +362,20 @@ def run(args: argparse.Namespace) -> int:
     except RetrainInputError as error:
         print(f"retrain: error: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    except Exception as error:  # noqa: BLE001 - the app shows this line instead of a traceback
+    except Exception as error:  # noqa: BLE001 - the traceback goes to the log; the last line says what failed
+        traceback.print_exc(file=sys.stderr)
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"retrain: failed: {type(error).__name__}: {message}", file=sys.stderr, flush=True)
         return EXIT_FAILED
 
 
-def open_store(folder: str) -> Any:
-    from ser.store import DB_NAME, AnnotationStore
-
+def open_store(folder: str) -> AnnotationStore:
     if not (Path(folder) / DB_NAME).is_file():
         raise RetrainInputError(f"no annotation store at {folder} (no {DB_NAME}); pass the app's --store folder")
     return AnnotationStore(folder)
 
 
-def load_base_corpus(name: str | None, root: str | None) -> Any | None:
-    from ser.corpora import CorpusError, load_corpus
-
+def load_base_corpus(name: str | None, root: str | None) -> Dataset | None:
     if name is None and root is None:
         return None
     if not (name and root):
@@ -389,30 +390,31 @@ def load_base_corpus(name: str | None, root: str | None) -> Any | None:
 class Candidate:
     """The new model as evaluated: its head, its test metrics and the training log."""
 
-    head: Any
-    config: Any
-    options: Any
+    head: ProbeHead
+    config: ProbeConfig
+    options: ProbeOptions
     metrics: dict[str, Any]
     log: dict[str, Any]
-    speaker_head: Any = None  # the speaker-adapted head, when the recipe has one
+    speaker_head: SpeakerAdaptedHead | None = None  # when the recipe has one
 
 
 def retrain(args: argparse.Namespace) -> int:
-    store = open_store(args.store)  # before the heavy imports: a wrong folder fails in a blink
+    store = open_store(args.store)
     data = gather(args, store)
     train_idx, test_idx = split_stage(args, data.dataset)
     serving = serving_model(store, args.base)
     candidate = train_stage(args, data.dataset, train_idx, test_idx, serving)
     serving_metrics = None
     if serving is not None:
-        stage(6, f"scoring the serving model {serving['version']} on the same test clips")
-        serving_metrics = score_model(serving["path"], data.dataset, test_idx, candidate.metrics["labels"])
+        stage(6, f"scoring the serving model {serving.version} on the same test clips")
+        serving_metrics = score_model(serving.path, data.dataset, test_idx, candidate.metrics["labels"])
         uar = serving_metrics.get("uar")
         if isinstance(uar, bool) or not isinstance(uar, (int, float)) or not math.isfinite(uar):
-            raise RuntimeError(f"the serving model {serving['version']} could not be scored (UAR {uar!r}); "
+            raise RuntimeError(f"the serving model {serving.version} could not be scored (UAR {uar!r}); "
                                "nothing was compared, nothing is written")
         print(f"  serving model: UAR {serving_metrics['uar']:.4f}, accuracy {serving_metrics['accuracy']:.4f}",
               flush=True)
+        serving.metrics = serving_metrics
     else:
         stage(6, "no serving model to compare with")
     caveat = comparison_caveat(serving, args)
@@ -434,24 +436,22 @@ def retrain(args: argparse.Namespace) -> int:
         stage(7, f"decision: NEEDS CONFIRMATION: {decision.reason}; writing it as a candidate")
         args.activate = False
         version, path = publish(args, store, data, candidate, test_idx,
-                                serving=serving | {"metrics": serving_metrics}, decision=decision, caveat=caveat)
+                                serving=serving, decision=decision, caveat=caveat)
         print(f"result: {json.dumps(result | {'decision': 'needs_confirmation', 'version': version, 'path': str(path)})}",
               flush=True)
         print(f"candidate {version} written but not adopted ({uars})", flush=True)
         return EXIT_REJECTED
     stage(7, f"decision: accepted ({decision.reason}); writing the new version")
     version, path = publish(args, store, data, candidate, test_idx,
-                            serving=None if serving is None else serving | {"metrics": serving_metrics},
+                            serving=serving,
                             decision=decision, caveat=caveat)
     print(f"result: {json.dumps(result | {'version': version, 'path': str(path)})}", flush=True)
     print(f"wrote {version} ({uars}) -> {path}" + ("; now active" if args.activate else ""), flush=True)
     return EXIT_WRITTEN
 
 
-def gather(args: argparse.Namespace, store: Any) -> TrainingData:
+def gather(args: argparse.Namespace, store: AnnotationStore) -> TrainingData:
     """Stages 1-2: the store's settled labels merged into the base corpus."""
-    from ser.corpora import label_names
-
     stage(1, f"reading labels from {store.root} (policy: {args.policy})")
     resolution = store_corrections(store, args.policy)
     print(f"  {len(resolution.clips)} clips with a settled label; left out: {dict(resolution.skipped) or 'none'}",
@@ -463,9 +463,7 @@ def gather(args: argparse.Namespace, store: Any) -> TrainingData:
     return data
 
 
-def split_stage(args: argparse.Namespace, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    from finetune.data import speaker_groups
-
+def split_stage(args: argparse.Namespace, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     stage(3, f"speaker-independent split (holdout {args.holdout}, seed {args.seed})")
     train_idx, test_idx = split_rows(dataset, args.holdout, args.seed)
     from_store = np.asarray(dataset["corpus"]) == STORE_CORPUS
@@ -476,14 +474,11 @@ def split_stage(args: argparse.Namespace, dataset: Any) -> tuple[np.ndarray, np.
 
 
 def train_stage(
-    args: argparse.Namespace, dataset: Any, train_idx: np.ndarray, test_idx: np.ndarray, serving: dict | None
+    args: argparse.Namespace, dataset: Dataset, train_idx: np.ndarray, test_idx: np.ndarray,
+    serving: ServingModel | None
 ) -> Candidate:
     """Stages 4-5: encode every clip once (cached), train the probe without the test rows, score it."""
-    from finetune.probe import fit_head, fit_speaker_head, load_features, options_from, predict_rows
-    from ser.corpora import label_names
-    from ser.metrics import compute_metrics
-
-    backbone = args.model or default_backbone(serving["path"] if serving else None)
+    backbone = args.model or default_backbone(serving.path if serving else None)
     options = options_from({**serving_recipe(serving), "backbone": backbone, "seed": args.seed,
                             "cache_dir": args.cache_dir, "epochs": args.epochs, "patience": args.patience})
     stage(4, f"encoding clips with the frozen {backbone} (cached)")
@@ -505,10 +500,10 @@ RECIPE_KEYS = ("pooling", "layer_mix", "head_hidden_size", "dropout", "optimizer
                "balance", "adapt")
 
 
-def serving_recipe(serving: dict | None) -> dict[str, Any]:
+def serving_recipe(serving: ServingModel | None) -> dict[str, Any]:
     """The head recipe the serving model recorded (its metrics.json ``options``): a retrained version
     keeps it, e.g. the default model's corpus balance and speaker-adapted head. Empty when unknown."""
-    record = Path(serving["path"]) / "metrics.json" if serving else None
+    record = Path(serving.path) / "metrics.json" if serving else None
     if record is None or not record.is_file():
         return {}
     options = json.loads(record.read_text(encoding="utf-8")).get("options")
@@ -520,17 +515,17 @@ def split_signature(args: argparse.Namespace) -> dict[str, Any]:
     return {"corpus": args.corpus, "holdout": args.holdout, "seed": args.seed}
 
 
-def comparison_caveat(serving: dict | None, args: argparse.Namespace) -> str | None:
+def comparison_caveat(serving: ServingModel | None, args: argparse.Namespace) -> str | None:
     """Why the serving model's score may be flattered (it may have trained on test clips), or None."""
     if serving is None:
         return None
-    record_path = Path(serving["path"]) / "metrics.json"
+    record_path = Path(serving.path) / "metrics.json"
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     evaluation = record.get("evaluation") if isinstance(record.get("evaluation"), dict) else {}
     if evaluation.get("split") == split_signature(args) and not evaluation.get("refit_on_all"):
         return None
     return (
-        f"{serving['version']} was not written by `finetune retrain` with this corpus, holdout and seed "
+        f"{serving.version} was not written by `finetune retrain` with this corpus, holdout and seed "
         "(or was retrained on its test clips): it may have heard some test clips in training, which flatters "
         "its score (see --tolerance and --force)"
     )
@@ -538,21 +533,16 @@ def comparison_caveat(serving: dict | None, args: argparse.Namespace) -> str | N
 
 def publish(
     args: argparse.Namespace,
-    store: Any,
+    store: AnnotationStore,
     data: TrainingData,
     candidate: Candidate,
     test_idx: np.ndarray,
     *,
-    serving: dict | None,
+    serving: ServingModel | None,
     decision: Decision,
     caveat: str | None,
 ) -> tuple[str, Path]:
     """Write the version (optionally retrained on every clip first), register it, maybe activate it."""
-    from finetune.card import corpus_licence
-    from finetune.data import speaker_groups
-    from finetune.probe import build_probe, train_probe
-    from ser.corpora import label_names
-
     dataset, options = data.dataset, candidate.options
     if args.refit:
         print(f"  retraining on all {len(dataset)} clips (--refit-all)", flush=True)
@@ -572,7 +562,7 @@ def publish(
     }
     extra = {
         "decision": asdict(decision) | {"caveat": caveat},
-        "serving_model": serving,
+        "serving_model": asdict(serving) if serving else None,
         "evaluation": evaluation,
         "training_data": {"clips": len(dataset), "corrections": data.corrections, "overridden": data.overridden,
                           "changed": data.changed, "left_out": data.skipped, "policy": args.policy,
@@ -594,7 +584,7 @@ def publish(
     path = write_version(models_dir, version, model, candidate.metrics, describe=describe, extra=extra).resolve()
     headline = {key: candidate.metrics[key] for key in ("uar", "accuracy", "macro_f1")}
     store.register_model(version, str(path), headline | {
-        "serving_uar": serving["metrics"]["uar"] if serving else None, "decision": decision.reason})
+        "serving_uar": serving.metrics["uar"] if serving and serving.metrics else None, "decision": decision.reason})
     if args.activate:
         store.set_active(version)
     return version, path
@@ -609,15 +599,15 @@ def _data_description(args: argparse.Namespace, data: TrainingData) -> str:
     )
 
 
-def _split_description(evaluation: dict, serving: dict | None, refit: bool) -> str:
+def _split_description(evaluation: dict[str, Any], serving: ServingModel | None, refit: bool) -> str:
     text = (
         f"{evaluation['protocol']}: {evaluation['test_clips']} test clips "
         f"({evaluation['test_corrections']} corrections), speakers disjoint from training "
         f"(holdout {evaluation['split']['holdout']}, seed {evaluation['split']['seed']})."
     )
-    if serving and serving.get("metrics"):
+    if serving and serving.metrics:
         text += (
-            f" The model serving before, `{serving['version']}`, scored UAR {serving['metrics']['uar']:.4f} "
+            f" The model serving before, `{serving.version}`, scored UAR {serving.metrics['uar']:.4f} "
             "on the same clips."
         )
     if refit:

@@ -132,7 +132,9 @@ def predict_stream(
     """(clip, probabilities) for each decoded clip; None for clips that could not be decoded.
 
     With ``batch_size`` > 1, consecutive clips of exactly equal length run as one batch (the caller
-    checks ``batching_is_exact`` first); every other clip runs alone, as ``Predictor.predict`` does.
+    checks ``batching_is_exact`` first); every other clip runs alone, as ``Predictor.predict`` does,
+    and so does every clip it reads as windows (``Predictor.one_pass``): one batched pass over it
+    would give another answer.
     """
     held: list[Decoded] = []
 
@@ -148,7 +150,8 @@ def predict_stream(
         if clip.waveform is None:
             yield clip, None
             continue
-        if held and (len(held) >= batch_size or len(clip.waveform) != len(held[0].waveform)):
+        alone = not predictor.one_pass(clip.waveform)
+        if held and (alone or len(held) >= batch_size or len(clip.waveform) != len(held[0].waveform)):
             yield from flush()
         held.append(clip)
     yield from flush()

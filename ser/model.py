@@ -4,6 +4,12 @@ A model is a Hugging Face checkpoint directory (or hub id) loaded with ``AutoFea
 ``AutoModelForAudioClassification``; the project's own light and probe models register themselves
 with those Auto classes, and the classical scikit-learn models sit behind the same methods. The app,
 the CLI and the benchmarks therefore never need to know which kind of model they hold.
+
+One rule for long clips, wherever a clip is predicted (the app's tabs, the HTTP API, the CLI and
+``ser.bulk``), so the same clip gets the same answer everywhere: a clip up to ``LONGEST_PASS_S``
+is one pass of the model; a longer one is the mean of its windows' probabilities (windows of that
+length, the last one ending at the clip's end). ``timeline``'s short windows only show how the
+emotion moves over a recording; they never make a clip's answer.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ser.audio import SAMPLE_RATE, load_audio, segments
 from ser.backbones import family
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-LONGEST_PASS_S = 30.0
+LONGEST_PASS_S = 30.0  # Whisper encoders take at most 30 s; minutes of speech are better read from ``timeline``
 
 
 class ModelLoadError(RuntimeError):
@@ -214,8 +220,8 @@ class Predictor:
     def predict(self, audio: Any, context: SpeakerContext | None = None) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
 
-        A clip longer than ``LONGEST_PASS_S`` is the average of its windows of that length: Whisper
-        encoders take at most 30 s, and minutes of speech are better read from ``timeline``.
+        The long-clip rule (module docstring): one pass up to ``LONGEST_PASS_S``, else the mean of
+        the windows' probabilities.
 
         ``context`` holds the same voice's earlier clips (a session): the clip joins it and, once it
         holds ``MIN_CONTEXT_CLIPS``, is predicted relative to that voice. Models without a
@@ -227,12 +233,17 @@ class Predictor:
             context.add(pooled)
             stats = context.stats(self._prior_std()) if len(context) >= MIN_CONTEXT_CLIPS else None
             return dict(zip(self.labels, self._head_probabilities(pooled, stats).tolist()))
-        if len(waveform) <= LONGEST_PASS_S * SAMPLE_RATE:
+        if self.one_pass(waveform):
             probs = self._probabilities(waveform)
         else:
             windows = segments(waveform, LONGEST_PASS_S, LONGEST_PASS_S)
             probs = np.mean([self._probabilities(window.samples) for window in windows], axis=0)
         return dict(zip(self.labels, probs.tolist()))
+
+    @staticmethod
+    def one_pass(waveform: np.ndarray) -> bool:
+        """Does ``predict`` read this decoded clip in one pass (not as the mean of its windows)?"""
+        return len(waveform) <= LONGEST_PASS_S * SAMPLE_RATE
 
     def predict_group(self, clips: list[Any]) -> list[dict[str, float]]:
         """Clips of one voice (a speaker's folder, a call): each predicted relative to that voice.
@@ -248,10 +259,11 @@ class Predictor:
         return [dict(zip(self.labels, self._head_probabilities(p, stats).tolist())) for p in pooled]
 
     def predict_batch(self, clips: list[Any]) -> list[dict[str, float]]:
-        """Predict several clips one by one.
+        """Predict several clips one by one, as ``predict`` does.
 
-        Padding a batch changes what models without an attention mask see, and batching gave no
-        speed-up on 2 CPU cores (see NOTES.md), so clips are run singly.
+        Padding a batch changes what models without an attention mask see, so clips are run singly;
+        ``ser.bulk`` batches only clips of one length, and only where the loaded model answers the
+        same batched (``batching_is_exact``).
         """
         return [self.predict(clip) for clip in clips]
 

@@ -3,7 +3,7 @@
 Spaces' free tier and most laptops have two CPU cores and no GPU, where eager PyTorch is the slow
 path. A model is exported once to ONNX with a dynamic time axis and cached next to its checkpoint
 (or in the user cache when that folder is read-only). ONNX Runtime's int8 variant quantizes only
-MatMul/Gemm, because quantizing the convolutional front end was slower on these CPUs (NOTES.md);
+MatMul/Gemm: quantizing the convolutional front end too was slower on these CPUs, not faster;
 OpenVINO runs the same fp32 export, in bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX), which
 also speeds up that front end. A runtime is only used after it has matched eager PyTorch within
 ``TOLERANCE`` on the repository's speech clips (``examples/*.flac``) and on synthetic signals.

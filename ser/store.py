@@ -110,6 +110,16 @@ class StoreError(RuntimeError):
     """The store cannot do what was asked (read-only, disk full, busy, damaged); says what to do."""
 
 
+class InvalidRequest(ValueError):
+    """A request the store refuses as given (an unknown emotion or order, no name, a malformed clip id);
+    the message says what to change. A ``ValueError``, so callers that caught one still do."""
+
+
+class NotInStore(KeyError):
+    """The clip or model version asked for is not in the store (never added, or deleted meanwhile);
+    a ``KeyError``, so callers that caught one still do."""
+
+
 @dataclass
 class ResolvedClip:
     """One clip with the label a policy settled on, ready to train on."""
@@ -146,14 +156,14 @@ def sanitize_source(name: str) -> str:
 
 def _check_sha(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
-        raise ValueError(f"not a clip id (64 lowercase hex characters): {sha!r}")
+        raise InvalidRequest(f"not a clip id (64 lowercase hex characters): {sha!r}")
     return sha
 
 
 def _check_annotator(annotator: str) -> str:
     name = _clean_text(annotator, 100)
     if not name:
-        raise ValueError("an annotator name is required")
+        raise InvalidRequest("an annotator name is required")
     return name
 
 
@@ -400,7 +410,7 @@ class AnnotationStore:
     def clip_path(self, sha: str) -> Path:
         rows = self._read("SELECT path FROM clips WHERE sha256 = ?", (_check_sha(sha),))
         if not rows:
-            raise KeyError(f"no clip {sha} in the store")
+            raise NotInStore(f"no clip {sha} in the store")
         return self.root / rows[0]["path"]
 
     def load_clip(self, sha: str) -> np.ndarray:
@@ -413,7 +423,7 @@ class AnnotationStore:
     def clip_info(self, sha: str) -> dict[str, Any]:
         rows = self._read("SELECT * FROM clips WHERE sha256 = ?", (_check_sha(sha),))
         if not rows:
-            raise KeyError(f"no clip {sha} in the store")
+            raise NotInStore(f"no clip {sha} in the store")
         return dict(rows[0])
 
     def count_clips(self, queue: str | None = None) -> int:
@@ -435,7 +445,7 @@ class AnnotationStore:
         try:
             emotion = canonical(label)
         except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
+            raise InvalidRequest(exc.args[0]) from None
         probs = None if model_probs is None else json.dumps({str(k): float(v) for k, v in model_probs.items()})
         try:
             with self._write() as conn:
@@ -447,7 +457,7 @@ class AnnotationStore:
                 self._mark_done(conn, _check_annotator(annotator), sha)
                 return int(cursor.lastrowid)
         except sqlite3.IntegrityError:
-            raise KeyError(f"no clip {sha} in the store") from None
+            raise NotInStore(f"no clip {sha} in the store") from None
 
     def undo_last(self, annotator: str, among: Iterable[int] | None = None) -> int | None:
         """Withdraw this annotator's latest label (kept in the table, marked undone).
@@ -557,7 +567,7 @@ class AnnotationStore:
         once that many people have labelled it. Private clips (Demo recordings) are never served.
         """
         if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+            raise InvalidRequest(f"order must be one of {ORDERS}, got {order!r}")
         name = _check_annotator(annotator)
         in_queue = "c.queue = :queue" if queue is not None else "1"
         after, ordering = self._KEYS[order]
@@ -652,7 +662,7 @@ class AnnotationStore:
     def set_active(self, version: str) -> None:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM model_versions WHERE version = ?", (version,)).fetchone() is None:
-                raise KeyError(f"no model version {version!r} registered")
+                raise NotInStore(f"no model version {version!r} registered")
             now = _now()
             conn.execute(
                 """UPDATE model_versions SET active = (version = ?1),
@@ -681,7 +691,7 @@ class AnnotationStore:
         """Put private clips (Demo recordings) in ``queue`` so annotators are served them (all, or ``shas``)."""
         queue = _clean_text(queue, 100)
         if not queue:
-            raise ValueError("a queue name is required")
+            raise InvalidRequest("a queue name is required")
         with self._write() as conn:
             if shas is None:
                 cursor = conn.execute("UPDATE clips SET private = 0, queue = ? WHERE private = 1", (queue,))
@@ -757,7 +767,7 @@ class AnnotationStore:
     def purge_older_than(self, days: float) -> int:
         """Delete every clip saved more than ``days`` ago (the retention limit), with its labels."""
         if not days > 0:
-            raise ValueError(f"the retention limit must be a positive number of days, got {days}")
+            raise InvalidRequest(f"the retention limit must be a positive number of days, got {days}")
         cutoff = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() - days * 86400, timezone.utc)
         old = [row[0] for row in self._read("SELECT sha256 FROM clips WHERE created_at < ?",
                                             (cutoff.isoformat(timespec="microseconds"),))]
@@ -781,7 +791,7 @@ class AnnotationStore:
         (everyone when None). Clips left out are counted by reason in ``skipped``.
         """
         if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+            raise InvalidRequest(f"policy must be one of {POLICIES}, got {policy!r}")
         trusted_set = None if trusted is None else {str(name) for name in trusted}
         votes = self.votes()
         resolution = Resolution(clips=[])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,3 +45,28 @@ def running_app(config: AppConfig, **launch: object) -> Iterator[tuple[object, s
             yield app, f"http://127.0.0.1:{port}/"
         finally:
             app.close()
+
+
+@contextmanager
+def serving(config: AppConfig) -> Iterator[str]:
+    """The app and the HTTP API on one uvicorn server in a thread, as ``python app.py`` serves them;
+    yields the server's address (the page at ``/``, the API under ``/api/v1``)."""
+    import uvicorn
+
+    from ser.http_api import mount
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SER_RUNTIME", "eager")
+        blocks = build_app(config)
+        server = uvicorn.Server(uvicorn.Config(mount(blocks, config), host="127.0.0.1", port=config.port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "the server did not start"
+        try:
+            yield f"http://127.0.0.1:{config.port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)

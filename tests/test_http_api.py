@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import anyio
 import httpx
@@ -17,7 +13,8 @@ import soundfile as sf
 from fastapi import HTTPException
 
 from ser.http_api import Admission, parse_size
-from ser.ui import AppConfig, build_app
+from ser.ui import AppConfig
+from tests.app_server import free_port, serving
 from tests.tiny_models import LABELS, save_tiny_wav2vec2
 
 LOGIN = ("alice", "s3cret")
@@ -28,36 +25,6 @@ def flac_bytes(seconds: float, rate: int = 22050, freq: float = 220.0) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.cos(7 * t), rate, format="FLAC")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serving(config: AppConfig) -> Iterator[str]:
-    """The app and the API on one uvicorn server in a thread, as ``python app.py`` serves them."""
-    import uvicorn
-
-    from ser.http_api import mount
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SER_RUNTIME", "eager")
-        blocks = build_app(config)
-        server = uvicorn.Server(uvicorn.Config(mount(blocks, config), host="127.0.0.1", port=config.port, log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 120
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the server did not start"
-        try:
-            yield f"http://127.0.0.1:{config.port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,7 @@ def test_whisper_probe_uses_the_real_length() -> None:
 def test_default_model_loads_offline_and_predicts_its_four_labels() -> None:
     from ser.model import DEFAULT_MODEL_DIR, Predictor
 
-    assert (DEFAULT_MODEL_DIR / HEAD_WEIGHTS).is_file(), "rebuild with python -m finetune.make_default"
+    assert (DEFAULT_MODEL_DIR / HEAD_WEIGHTS).is_file(), "rebuild with python -m finetune make-default"
     # onnx/ is ser.runtime's git-ignored export cache, not part of the committed model.
     committed = [f for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file() and "onnx" not in f.relative_to(DEFAULT_MODEL_DIR).parts]
     assert sum(f.stat().st_size for f in committed) < 5_000_000
@@ -314,3 +314,19 @@ def test_default_model_loads_offline_and_predicts_its_four_labels() -> None:
     assert set(probs) == set(predictor.labels)
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
+
+
+def test_make_default_is_a_finetune_command_and_still_runs_as_a_module(capsys: pytest.CaptureFixture[str]) -> None:
+    from finetune import make_default
+    from finetune.__main__ import COMMANDS
+    from ser.cli import dispatch
+
+    with pytest.raises(SystemExit) as listed:
+        dispatch("python -m finetune", "", COMMANDS, ["--help"])
+    assert listed.value.code == 0 and "make-default" in capsys.readouterr().out
+    assert COMMANDS["make-default"][0] == make_default.__name__
+    for show_help in (lambda: dispatch("python -m finetune", "", COMMANDS, ["make-default", "--help"]),
+                      lambda: make_default.main(["--help"])):
+        with pytest.raises(SystemExit) as shown:
+            show_help()
+        assert shown.value.code == 0 and "--eval-roots" in capsys.readouterr().out

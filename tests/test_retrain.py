@@ -266,11 +266,25 @@ def test_a_retrained_version_keeps_the_serving_models_recipe(tmp_path):
     """The default model's corpus balance and speaker-adapted head survive a retrain from the app."""
     import json
 
-    from finetune.retrain import serving_recipe
+    from finetune.retrain import ServingModel, serving_recipe
     from ser.model import DEFAULT_MODEL_DIR
 
-    recipe = serving_recipe({"path": str(DEFAULT_MODEL_DIR)})
+    recipe = serving_recipe(ServingModel("default", str(DEFAULT_MODEL_DIR)))
     assert recipe["adapt"] is True and recipe["balance"] == "corpus" and recipe["l2"] == 0.01
     assert "backbone" not in recipe and "cache_dir" not in recipe  # where and how to encode stay the retrain's
     (tmp_path / "metrics.json").write_text(json.dumps({"uar": 0.5}))
-    assert serving_recipe({"path": str(tmp_path)}) == {} and serving_recipe(None) == {}
+    assert serving_recipe(ServingModel("bare", str(tmp_path))) == {} and serving_recipe(None) == {}
+
+
+def test_an_unexpected_failure_keeps_its_traceback(monkeypatch, capsys):
+    """A bug in the pipeline: the traceback goes to the log, the last line still says what failed."""
+    from finetune import retrain
+
+    def broken(args: argparse.Namespace) -> int:
+        raise KeyError("probs")
+
+    monkeypatch.setattr(retrain, "retrain", broken)
+    assert retrain.run(argparse.Namespace()) == retrain.EXIT_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and 'raise KeyError("probs")' in "\n".join(lines)
+    assert lines[-1] == "retrain: failed: KeyError: 'probs'"

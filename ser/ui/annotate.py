@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ser.audio import SAMPLE_RATE
-from ser.store import ORDERS
-from ser.ui.clip_sources import NO_ROOTS, SourceClip, iter_files, iter_source
+from ser.store import ORDERS, InvalidRequest
+from ser.ui.clip_sources import NO_ROOTS, SourceClip, UnusableSource, iter_files, iter_source
 from ser.ui.context import AppContext
 from ser.ui.keyboard import SHORTCUTS_HELP
 from ser.ui.roles import Role, login_of, require
-from ser.ui.users import annotator_name, labels_saved, message, user_errors
+from ser.ui.users import USER_ERRORS, annotator_name, labels_saved, message, user_errors
 
 IMPORT_PREFIX = "import:"  # labels that came with a queue's CSV or dataset are filed under this annotator
 MAX_REPORTED_FAILURES = 5
@@ -51,11 +51,11 @@ def load_queue(context: AppContext, clips: list[SourceClip], queue: str, origin:
             if clip.label:
                 try:
                     store.add_label(sha, f"{IMPORT_PREFIX}{origin}", clip.label, note="label from the queue's source")
-                except ValueError:
+                except InvalidRequest:
                     if clip.from_table:  # a table's cells are never echoed: it may be any file on the server
-                        raise ValueError("its label is not an emotion this app knows") from None
+                        raise UnusableSource("its label is not an emotion this app knows") from None
                     raise
-        except (ValueError, KeyError, OSError) as error:  # InvalidAudio is a ValueError
+        except (*USER_ERRORS, OSError) as error:  # OSError: a file that cannot be read
             failures.append(f"{clip.name}: {message(error)}")
             continue
         added += 1

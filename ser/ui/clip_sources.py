@@ -29,6 +29,11 @@ BAD_TABLE = ("the table could not be read as clips: it must be a UTF-8 CSV/TSV w
 Decoder = Callable[[Any], np.ndarray]  # path or bytes -> 16 kHz mono waveform (raises InvalidAudio)
 
 
+class UnusableSource(ValueError):
+    """A queue source (or one of its rows) that holds no clips the app can read; the message says why
+    and never quotes a table's contents."""
+
+
 @dataclass
 class SourceClip:
     """One clip to queue: ``decode()`` gives its 16 kHz waveform (or raises ``InvalidAudio``)."""
@@ -47,7 +52,7 @@ def is_saved_dataset(folder: Path) -> bool:
 def iter_source(source: str, roots: DataRoots, decode: Decoder) -> Iterator[SourceClip]:
     """The clips of a server folder (searched recursively), a ``path,label,speaker`` CSV, a saved
     dataset or a single audio file, all inside ``roots``; raises ``PathRefused`` outside them and
-    ``ValueError`` when the source is none of these."""
+    ``UnusableSource`` when the source is none of these."""
     path = roots.check(source.strip())
     if is_saved_dataset(path):
         return _dataset_clips(path, roots, decode)
@@ -57,7 +62,7 @@ def iter_source(source: str, roots: DataRoots, decode: Decoder) -> Iterator[Sour
         return _table_clips(path, roots, decode, {})
     if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
         return iter([_file_clip(path, decode)])
-    raise ValueError("this server path is not a folder of audio, a CSV (path,label,speaker), a saved dataset "
+    raise UnusableSource("this server path is not a folder of audio, a CSV (path,label,speaker), a saved dataset "
                      "(a save_to_disk folder) or an audio file")
 
 
@@ -106,7 +111,7 @@ def _table_clips(table: Path, roots: DataRoots, decode: Decoder, uploads: dict[s
     try:
         rows = list(read_clip_table(table, label_required=False))  # a bad header fails before any clip queues
     except (CorpusError, UnicodeDecodeError, csv.Error, OSError):
-        raise ValueError(BAD_TABLE) from None
+        raise UnusableSource(BAD_TABLE) from None
     for number, (path, label, speaker) in enumerate(rows, start=2):  # row 1 is the header
         row = f"row {number}"
         if path.name in uploads and path.parent == table.parent:
@@ -127,11 +132,14 @@ def _dataset_clips(folder: Path, roots: DataRoots, decode: Decoder) -> Iterator[
     audio stored as a path must pass ``roots`` like any other server path."""
     import datasets
 
-    dataset = datasets.load_from_disk(str(folder))
+    try:
+        dataset = datasets.load_from_disk(str(folder))
+    except (OSError, ValueError) as error:  # a damaged or half-copied save_to_disk folder
+        raise UnusableSource(f"the saved dataset could not be read: {error}") from error
     if isinstance(dataset, datasets.DatasetDict):
         dataset = dataset[next(iter(dataset))]
     if "audio" not in dataset.column_names:
-        raise ValueError("the saved dataset has no 'audio' column")
+        raise UnusableSource("the saved dataset has no 'audio' column")
     if isinstance(dataset.features["audio"], datasets.Audio):
         dataset = dataset.cast_column("audio", datasets.Audio(decode=False))  # decode ourselves: no torchcodec
     label_feature = dataset.features.get("label")
@@ -164,7 +172,7 @@ def _dataset_clips(folder: Path, roots: DataRoots, decode: Decoder) -> Iterator[
 
 
 def _no_audio() -> np.ndarray:
-    raise ValueError("the row has neither audio bytes nor a path")
+    raise UnusableSource("the row has neither audio bytes nor a path")
 
 
-__all__ = ["NO_ROOTS", "DataRoots", "SourceClip", "iter_files", "iter_source", "is_saved_dataset"]
+__all__ = ["NO_ROOTS", "DataRoots", "SourceClip", "UnusableSource", "iter_files", "iter_source", "is_saved_dataset"]

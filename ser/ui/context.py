@@ -19,7 +19,7 @@ import numpy as np
 from ser.audio import InvalidAudio, load_audio
 from ser.hub_sync import start_hub_sync
 from ser.model import ModelLoadError, Predictor, default_model_path
-from ser.store import AnnotationStore
+from ser.store import AnnotationStore, NotInStore
 from ser.ui.config import AppConfig
 from ser.ui.sandbox import DataRoots
 
@@ -77,7 +77,7 @@ class AppContext:
         """Load a registered model version and make it the one every new request uses."""
         record = next((m for m in self.store.list_models() if m["version"] == version), None)
         if record is None:
-            raise KeyError(f"no model version {version!r} is registered in the store")
+            raise NotInStore(f"no model version {version!r} is registered in the store")
         predictor = Predictor.from_pretrained(record["path"])
         with self._lock:
             self._predictor = predictor

@@ -42,16 +42,14 @@ def analyse(model: Predictor, waveform: np.ndarray, window_s: float, hop_s: floa
             context: SpeakerContext | None = None) -> tuple[dict[str, float], list[dict[str, Any]] | None]:
     """Probabilities for a clip, and its timeline when it is longer than one window.
 
-    A long recording's overall emotion is the windows' average: the models are trained on clips of
-    a few seconds (and some encoders cap the input length), so one pass over minutes of audio would
-    be slower and no better than the windows the plot needs anyway. ``context`` (the visitor's
-    voice so far) adapts short clips to that voice.
+    The probabilities are ``Predictor.predict``'s, whatever the clip's length, so the Demo tab gives
+    the answer the Annotate tab, the HTTP API and the CLI give for the same clip; the timeline is
+    only the plot of how it moves. ``context`` (the visitor's voice so far) adapts it to that voice.
     """
+    probs = model.predict(waveform, context=context)
     if len(waveform) / SAMPLE_RATE <= window_s:
-        return model.predict(waveform, context=context), None
-    timeline = model.timeline(waveform, window_s, hop_s)
-    labels = list(timeline[0]["probs"])
-    return {label: float(np.mean([window["probs"][label] for window in timeline])) for label in labels}, timeline
+        return probs, None
+    return probs, model.timeline(waveform, window_s, hop_s)
 
 
 def adaptation_note(model: Predictor, speaker: SpeakerContext | None) -> str:
@@ -147,13 +145,13 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
                 voice_so_far: SpeakerContext | None = None) -> tuple[Any, ...]:
         if not audio_path:
             raise gr.Error("Record or upload some speech first.")
-        with user_errors("Could not use this audio"):
-            waveform = context.load_audio(audio_path)
         model = context.predictor
         speaker = None
         if adapt_to_voice and model.adapts_to_speakers:
             speaker = voice_so_far if isinstance(voice_so_far, SpeakerContext) else SpeakerContext()
-        probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s, speaker)
+        with user_errors("Could not use this audio"):
+            waveform = context.load_audio(audio_path)
+            probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s, speaker)
         plot = gr.LinePlot(value=timeline_frame(timeline), visible=True) if timeline else gr.LinePlot(visible=False)
         guess = max(probs, key=probs.get)
         prediction = {"audio": audio_path, "probs": probs, "version": model.version}
@@ -177,8 +175,7 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
             waveform = context.load_audio(audio_path)
             if prediction is None or prediction.get("audio") != audio_path:
                 model = context.predictor
-                probs, _ = analyse(model, waveform, context.config.window_s, context.config.hop_s)
-                prediction = {"audio": audio_path, "probs": probs, "version": model.version}
+                prediction = {"audio": audio_path, "probs": model.predict(waveform), "version": model.version}
             store = context.store
             # private: a visitor's voice reaches annotators only when an admin queues it
             sha = store.add_clip(waveform, source=Path(audio_path).name, private=True, session=session)

@@ -2,11 +2,13 @@
 
 With ``--auth`` the annotator is the logged-in user (a verified identity for crowd labels); without
 it, the name typed in the page. Errors the user can fix (bad audio, no name, a full disk) become
-``gr.Error`` messages; the page never shows a stack trace.
+``gr.Error`` messages that say why; anything else is a bug or a server fault: it is logged with its
+traceback and the user is told only that it was. The page never shows a stack trace.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,10 +16,15 @@ import gradio as gr
 
 from ser.audio import InvalidAudio
 from ser.model import ModelLoadError
-from ser.store import StoreError
+from ser.store import InvalidRequest, NotInStore, StoreError
+from ser.ui.clip_sources import UnusableSource
+from ser.ui.sandbox import PathRefused
 
+log = logging.getLogger(__name__)
 MAX_NAME = 100  # the store keeps at most this many characters of a name
-USER_ERRORS = (InvalidAudio, StoreError, ModelLoadError, ValueError, KeyError)
+# The project's errors for conditions a user can fix; their messages are written for that user.
+USER_ERRORS = (InvalidAudio, InvalidRequest, NotInStore, StoreError, ModelLoadError, UnusableSource, PathRefused)
+SERVER_FAULT = "something went wrong on the server; it has been logged."
 
 
 def annotator_name(typed: str | None, request: gr.Request | None) -> str:
@@ -47,10 +54,14 @@ def message(error: BaseException) -> str:
 
 @contextmanager
 def user_errors(action: str) -> Iterator[None]:
-    """Turn the errors a user can act on into a ``gr.Error`` that says what failed and why."""
+    """Turn the errors a user can act on into a ``gr.Error`` that says what failed and why; log any
+    other exception with its traceback and tell the user only that it was logged."""
     try:
         yield
     except gr.Error:
         raise
     except USER_ERRORS as error:
         raise gr.Error(f"{action}: {message(error)}") from error
+    except Exception as error:
+        log.exception("%s: unexpected error", action)
+        raise gr.Error(f"{action}: {SERVER_FAULT}") from error
