@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _describe(param: Any) -> str:
-    if param.choices is not None:
-        return f"{param.name} in {{{', '.join(map(str, param.choices))}}}" + (f" if {param.when[0]}={param.when[1]}" if param.when else "")
-    scale = " (log)" if param.log else ""
     when = f" if {param.when[0]}={param.when[1]}" if param.when else ""
+    if param.choices is not None:
+        return f"{param.name} in {{{', '.join(map(str, param.choices))}}}{when}"
+    scale = " (log)" if param.log else ""
     return f"{param.name} {param.low:g}..{param.high:g}{scale}{when}"
 
 

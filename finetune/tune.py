@@ -273,7 +273,9 @@ def best_options(study: Any, space: Sequence[Param], base: argparse.Namespace) -
     return options
 
 
-def inner_folds(dataset: Any, train_idx: Sequence[int], folds: str | int, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def inner_folds(
+    dataset: Any, train_idx: Sequence[int], folds: str | int, *, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Speaker folds of the training rows only (indices into ``dataset``): nested tuning that never
     sees an outer fold's test speakers."""
     from finetune.data import speaker_groups

@@ -181,6 +181,24 @@ def test_inner_folds_stay_inside_the_training_speakers(corpus_dir):
         assert set(fit) | set(held) == set(train_idx) and not set(groups[held]) & set(groups[fit])
 
 
+def test_classical_options_are_searched_with_its_own_run_fold(corpus_dir, tmp_path):
+    dataset = load_corpus("folder", corpus_dir)
+    base = method_options("classical", ["--cache-dir", str(tmp_path / "features")],
+                          {"corpus": "folder", "root": str(corpus_dir), "out": "x"})
+    space = tune.override_space("classical", tune.classical_space(), ["features=mfcc", "estimator=tree,svm"])
+    study = tune.search(dataset, "classical", make_folds(dataset, 2), base, space, trials=2, storage=None, study_name="c")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].params == {"estimator": "svm"}  # the default estimator first
+    config = tune.recipe("classical", tune.best_options(study, space, base), space)
+    assert config["features"] == "mfcc" and config["estimator"] in ("tree", "svm")
+
+
+def test_tune_is_a_finetune_command():
+    from finetune.__main__ import COMMANDS
+
+    assert COMMANDS["tune"][0] == "finetune.tune"
+
+
 def _benchmark():
     spec = importlib.util.spec_from_file_location("benchmark_tune", REPO / "benchmarks" / "tune.py")
     module = importlib.util.module_from_spec(spec)
