@@ -14,6 +14,7 @@ COMMANDS = {
     "cv": ("finetune.cv", "k-fold or leave-one-speaker-out cross-validation"),
     "retrain": ("finetune.retrain", "retrain from the annotation store's corrections"),
     "make-default": ("finetune.make_default", "rebuild the embedded default model (ser/default_model)"),
+    "tune": ("finetune.tune", "Optuna search of a method's options on speaker folds (SQLite, resumable)"),
 }
 
 if __name__ == "__main__":
