@@ -169,12 +169,14 @@ def emodb_agreement(name: str, path: Path, clips: list[Path]) -> list[dict]:
 
 
 def openvino_precision() -> str:
-    """bf16 on CPUs with bf16 instructions, f32 elsewhere: it decides what the OpenVINO rows mean."""
+    """The precision the OpenVINO rows ran in: the project holds it (``ser.runtime.OPENVINO_PRECISION``)."""
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return "not installed"
-    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    from ser.runtime import OPENVINO_PRECISION
+
+    return OPENVINO_PRECISION
 
 
 def markdown(rows: list[dict]) -> str:

@@ -4,8 +4,8 @@ Spaces' free tier and most laptops have two CPU cores and no GPU, where eager Py
 path. A model is exported once to ONNX with a dynamic time axis and cached next to its checkpoint
 (or in the user cache when that folder is read-only). ONNX Runtime's int8 variant quantizes only
 MatMul/Gemm: quantizing the convolutional front end too was slower on these CPUs, not faster;
-OpenVINO runs the same fp32 export, in bf16 on CPUs with bf16 instructions (AVX512-BF16, AMX), which
-also speeds up that front end. A runtime is only used after it has matched eager PyTorch within
+OpenVINO runs the same fp32 export, held to fp32 (``OPENVINO_PRECISION``: its bf16 on CPUs with
+bf16 instructions was 0.02-0.03 off eager on real speech). A runtime is only used after it has matched eager PyTorch within
 ``TOLERANCE`` on the repository's speech clips (``examples/*.flac``) and on synthetic signals.
 
 ``auto`` decides once per (weights, runtime versions, CPU) and records the decision, with the
@@ -199,8 +199,7 @@ def decide_runtime(
     A runtime is kept only if no class probability differs from eager by more than ``TOLERANCE``
     on any input (the repository's speech clips and synthetic signals) and the top label always
     agrees; the fastest kept one wins if it beats eager by ``SPEED_MARGIN``. Which one wins depends
-    on the architecture and the CPU (int8 pays off for transformers, not for small CNNs; OpenVINO's
-    bf16 needs a CPU with bf16 instructions).
+    on the architecture and the CPU (int8 pays off for transformers, not for small CNNs).
     """
     feeds = [feed for _, feed in inputs]
     eager = _eager_logits(model)

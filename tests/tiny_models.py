@@ -19,7 +19,7 @@ def save_tiny_wav2vec2(
     """A randomly initialised wav2vec2 or HuBERT classifier with a real feature extractor.
 
     At the default ``init_std`` its probabilities sit within a few thousandths of uniform whatever
-    the input; ``peaked_wav2vec2`` makes one whose outputs depend on the input.
+    the input; ``init_std=0.5`` makes one whose outputs depend on the input.
     """
     from transformers import (
         HubertConfig,
