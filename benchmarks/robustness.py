@@ -145,10 +145,13 @@ def uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def loso_predictions(
-    dataset: Any, train_sets: dict[str, list[torch.Tensor]], test_sets: dict[tuple[str, str], torch.Tensor]
+    dataset: Any,
+    train_sets: dict[str, list[torch.Tensor]],
+    test_sets: dict[tuple[str, str], torch.Tensor],
+    options: fp.ProbeOptions | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
     """Per (training, test set): predicted class per clip, every clip predicted by the fold that held its speaker out."""
-    options = fp.options_from(RECIPE)
+    options = options or fp.options_from(RECIPE)
     preds = {key: np.zeros(len(dataset), dtype=int) for key in test_sets}
     for train_idx, test_idx in loso_folds(dataset):
         for training, means in train_sets.items():
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i, (row, wave) in enumerate(zip(subset, clean)):
             others = [waves_full[j] for j in np.flatnonzero(groups_full != groups[i])]
             noisy[condition].append(corrupt(wave, condition, others, seed=args.seed * 100003 + c * 1009 + int(row)))
-    backbone = RECIPE["backbone"]
+    backbone = args.backbone
     means = {condition: features_of(noisy[condition], backbone, condition) for condition in names}
     transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         f"denoised ({method})": (lambda w, m=method: denoise(w, m)) for method in args.denoisers.split(",") if method
@@ -201,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         audio_s = sum(len(w) for c in names for w in noisy[c]) / RATE
         timing[variant] = spent / audio_s
     train_sets = {"clean": [means["clean"]], "noisy": [means[c] for c in names]}
-    preds = loso_predictions(dataset, train_sets, test_sets)
+    preds = loso_predictions(dataset, train_sets, test_sets, fp.options_from({**RECIPE, "backbone": backbone}))
     y = np.asarray(dataset["label"])
     table: dict[str, dict[str, float]] = {}
     for (_, key), pred in preds.items():
@@ -214,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "labels": label_names(dataset),
         "snrs": snrs,
         "conditions": names,
-        "recipe": RECIPE,
+        "recipe": {**RECIPE, "backbone": backbone},
         "uar": {variant: table[variant] for variant in order},
         "preprocessing_real_time_factor": timing,
         "seconds": round(time.perf_counter() - started, 1),
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snrs", default="20,10,5,0", help="SNRs in dB, comma-separated")
     parser.add_argument("--denoisers", default="spectral", help="ser.denoise methods to test, comma-separated ('' for none)")
     parser.add_argument("--trim", action=argparse.BooleanOptionalAction, default=True, help="the VAD-trimmed variant")
+    parser.add_argument("--backbone", default=RECIPE["backbone"], help="encoder of the probe (tests: a tiny one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "robustness"), help="output path without suffix")
     args = parser.parse_args(argv)

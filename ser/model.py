@@ -312,9 +312,10 @@ class Predictor:
 
     # --- speech detection and denoising (ser.speech, ser.denoise) ---------------------------------
 
-    def predict_speech(self, audio: Any, *, trim: bool = True, denoise: str | None = None) -> dict[str, float]:
+    def predict_speech(self, audio: Any, *, trim: bool = False, denoise: str | None = None) -> dict[str, float]:
         """``predict`` after optional denoising, refusing a clip with no speech (``ser.speech.NoSpeech``)
-        and, with ``trim``, cutting its leading and trailing silence (see benchmarks/results/vad.md)."""
+        and, with ``trim``, cutting its leading and trailing silence. Off by default: on EmoDB trimming
+        cost 0.014 UAR and 1.24x the time (benchmarks/results/vad.md)."""
         from ser.speech import prepare
 
         return self.predict(prepare(load_audio(audio), trim=trim, denoise=denoise))

@@ -100,3 +100,15 @@ def test_denoiser_lowers_the_residual_noise(clip, method):
     out = denoise(clip + noise, method)
     assert out.shape == clip.shape and out.dtype == np.float32
     assert np.mean((out - clip) ** 2) < 0.8 * np.mean(noise**2)
+
+
+def test_predictor_refuses_noise_and_predicts_utterances(model_dir, clip):
+    from ser.model import Predictor
+
+    predictor = Predictor.from_pretrained(model_dir, runtime="eager")
+    noise = (0.1 * np.random.default_rng(3).standard_normal(2 * SAMPLE_RATE)).astype(np.float32)
+    with pytest.raises(speech.NoSpeech):
+        predictor.predict_speech(noise)
+    assert set(predictor.predict_speech(clip, trim=True)) == set(predictor.labels)
+    joined = np.concatenate([clip, np.zeros(2 * SAMPLE_RATE, dtype=np.float32), clip])
+    assert len(predictor.utterances(joined)) == 2
