@@ -12,6 +12,7 @@ COMMANDS = {
     "classical": ("finetune.classical", "MFCC/eGeMAPS features with SVM, decision tree or MLP"),
     "cv": ("finetune.cv", "k-fold or leave-one-speaker-out cross-validation"),
     "retrain": ("finetune.retrain", "retrain from the annotation store's corrections"),
+    "distill": ("finetune.distill", "knowledge distillation: a light student on a teacher's soft labels"),
 }
 
 if __name__ == "__main__":
