@@ -13,6 +13,7 @@ COMMANDS = {
     "cv": ("finetune.cv", "k-fold or leave-one-speaker-out cross-validation"),
     "retrain": ("finetune.retrain", "retrain from the annotation store's corrections"),
     "distill": ("finetune.distill", "knowledge distillation: a light student on a teacher's soft labels"),
+    "prune": ("finetune.prune", "structured pruning of a Whisper probe's attention heads / FFN channels"),
 }
 
 if __name__ == "__main__":
