@@ -15,6 +15,8 @@ COMMANDS = {
     "retrain": ("finetune.retrain", "retrain from the annotation store's corrections"),
     "make-default": ("finetune.make_default", "rebuild the embedded default model (ser/default_model)"),
     "tune": ("finetune.tune", "Optuna search of a method's options on speaker folds (SQLite, resumable)"),
+    "distill": ("finetune.distill", "knowledge distillation: a light student on a teacher's soft labels"),
+    "prune": ("finetune.prune", "structured pruning of a Whisper probe's attention heads / FFN channels"),
 }
 
 if __name__ == "__main__":

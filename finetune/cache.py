@@ -53,6 +53,12 @@ def backbone_key(probe: ProbeForAudioClassification) -> str:
     return f"{name}-{digest}"
 
 
+def copy_seed(seed: int, copy: int, clip: str) -> int:
+    """The augmentation seed of the ``copy``-th copy of the clip of hash ``clip``: whoever needs the
+    same augmented audio (a distillation student beside its cached teacher) derives it the same way."""
+    return int(np.random.SeedSequence([seed, copy, int(clip[:12], 16)]).generate_state(1)[0])
+
+
 def clips_key(hashes: list[str]) -> str:
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:20]
 
@@ -162,7 +168,7 @@ def _extract(
     def extract(row: dict, index: int) -> dict:
         samples = waveform(row)
         if copy:
-            clip_seed = int(np.random.SeedSequence([seed, copy, int(hashes[index][:12], 16)]).generate_state(1)[0])
+            clip_seed = copy_seed(seed, copy, hashes[index])
             samples = np.asarray(augment(samples, clip_seed), dtype=np.float32)
         states = encode_clip(probe, samples)
         out = {"clip_hash": hashes[index], "layer_means": states.mean(axis=0)}

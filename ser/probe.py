@@ -178,7 +178,11 @@ def load_encoder(source: str) -> nn.Module:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the Whisper wrapper's unused classifier is reported as new
     try:
-        if family(config.model_type).real_length_mel:  # Whisper: the encoder half of its classifier
+        if getattr(config, "ser_pruned", None):  # heads/FFN channels removed: layers of their own shapes
+            from ser.pruning import load_pruned_encoder
+
+            encoder = load_pruned_encoder(source, config)
+        elif family(config.model_type).real_length_mel:  # Whisper: the encoder half of its classifier
             encoder = WhisperForAudioClassification.from_pretrained(source).encoder
         else:
             encoder = AutoModel.from_pretrained(source)

