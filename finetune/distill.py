@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from finetune.card import version_id
 from ser.light_models import LIGHT_MODELS, LightFeatureExtractor, create_light_model
 
 UNLABELLED = -1  # the label of a row that only the teacher labels
@@ -307,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = Predictor.from_pretrained(args.teacher)
     model, extractor, log = distill(teacher, waves, np.asarray(dataset["label"]), names, options,
                                     unlabelled_clips(args.unlabelled), [clip_hash(row) for row in dataset])
-    version = f"distilled-{args.corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
+    version = version_id(f"distilled-{args.corpus}")
     summary = {"model_version": version, "teacher": str(args.teacher), "teacher_version": teacher.version,
                "corpus": args.corpus, "labels": names, "options": asdict(options),
                "training": {k: v for k, v in log.items() if k != "losses"} | {"final_loss": log["losses"][-1]}}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from finetune.card import version_id
 from ser.probe import ProbeForAudioClassification
 from ser.pruning import least_important_heads, parse_heads, prune_ffn, prune_heads, structure
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
         report |= recover(model, with_label_names(dataset, names), args.cache_dir)
     out = Path(args.out)
+    model.config.ser_model_version = version_id(f"pruned-{out.name}")  # not the source's version: other weights
     model.save_pretrained(out)
     (out / "pruning.json").write_text(json.dumps({"source": str(args.model), **report}, indent=2) + "\n")
     print(f"pruned {args.model}: heads per layer {report['heads']}, FFN {report['ffn']} -> {out}")
