@@ -132,6 +132,17 @@ def test_long_clip_shows_emotion_over_time(client: Client, server, clips) -> Non
         assert prob == pytest.approx(expected[label], abs=1e-6)
 
 
+def test_noise_reduction_toggle_predicts_the_denoised_clip(client: Client, server, clips) -> None:
+    from ser.denoise import denoise
+
+    bars, _, info, _ = client.predict(handle_file(clips["short"]), False, True, api_name="/predict")
+    assert "background noise reduced" in info
+    context = server[0].ser_context
+    expected = context.predictor.predict(denoise(context.load_audio(str(clips["short"]))))
+    for label, prob in confidences(bars).items():
+        assert prob == pytest.approx(expected[label], abs=1e-6)
+
+
 @pytest.mark.parametrize("clip, expected", [("text", "not audio"), ("too_long", "long")])
 def test_bad_audio_gives_a_readable_error(client: Client, clips, clip: str, expected: str) -> None:
     with pytest.raises(AppError) as caught:

@@ -112,6 +112,11 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
                 "against my earlier ones (nothing is stored)",
                 value=False, elem_id="demo-adapt",
             )
+            reduce_noise = gr.Checkbox(
+                label="Reduce background noise first (spectral gating; off by default: on clean speech it "
+                "costs accuracy, see the README's robustness table)",
+                value=False, elem_id="demo-denoise",
+            )
             model_info = gr.Markdown(model_markdown(predictor), elem_id="model-info")
         with gr.Column(scale=1):
             # num_top_classes=None: a bar for every label, however many the (switchable) model has
@@ -142,7 +147,7 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
     saved_ids = gr.State([])  # label ids this page saved: the only ones its Undo may withdraw
 
     def predict(audio_path: str | None, adapt_to_voice: bool = False,
-                voice_so_far: SpeakerContext | None = None) -> tuple[Any, ...]:
+                voice_so_far: SpeakerContext | None = None, denoise_first: bool = False) -> tuple[Any, ...]:
         if not audio_path:
             raise gr.Error("Record or upload some speech first.")
         model = context.predictor
@@ -151,6 +156,10 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
             speaker = voice_so_far if isinstance(voice_so_far, SpeakerContext) else SpeakerContext()
         with user_errors("Could not use this audio"):
             waveform = context.load_audio(audio_path)
+            if denoise_first:
+                from ser.denoise import denoise  # noisereduce loads on first use, not at start-up
+
+                waveform = denoise(waveform)
             probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s, speaker)
         plot = gr.LinePlot(value=timeline_frame(timeline), visible=True) if timeline else gr.LinePlot(visible=False)
         guess = max(probs, key=probs.get)
@@ -158,6 +167,8 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
         info = model_markdown(model)
         if adapt_to_voice:
             info += " · " + adaptation_note(model, speaker)
+        if denoise_first:
+            info += " · background noise reduced"
         return probs, plot, info, gr.Radio(choices=model.labels, value=guess), prediction, speaker
 
     def save(audio_path: str | None, label: str | None, note: str, typed_name: str, agreed: bool,
@@ -204,9 +215,10 @@ def build_demo_tab(context: AppContext) -> tuple[gr.Markdown, gr.Textbox]:
         return f"Deleted **{deleted}** recording{'' if deleted == 1 else 's'} you saved during this visit, with their labels.", []
 
     predict_outputs = [bars, timeline_plot, model_info, relabel, last_prediction, voice]
-    predict_button.click(predict, [audio, adapt, voice], predict_outputs, api_name="predict")
+    predict_inputs = [audio, adapt, voice, reduce_noise]
+    predict_button.click(predict, predict_inputs, predict_outputs, api_name="predict")
     for trigger in (audio.upload, audio.stop_recording):
-        trigger(predict, [audio, adapt, voice], predict_outputs, api_visibility="private")
+        trigger(predict, predict_inputs, predict_outputs, api_visibility="private")
     save_button.click(save, [audio, relabel, note, annotator, consent, last_prediction, saved_ids],
                       [status, last_prediction, saved_ids], api_name="save_correction")
     undo_button.click(undo, [annotator, saved_ids], [status], api_name="undo_correction")
