@@ -170,9 +170,9 @@ def emodb_agreement(name: str, path: Path, clips: list[Path]) -> list[dict]:
 
 def openvino_precision() -> str:
     """The precision the OpenVINO rows ran in: the project holds it (``ser.runtime.OPENVINO_PRECISION``)."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
         return "not installed"
     from ser.runtime import OPENVINO_PRECISION
 

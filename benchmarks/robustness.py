@@ -256,6 +256,16 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out_path: str, result: dict[str, Any], table: str) -> None:
+    """``OUT.json`` (the result with its date and machine) and ``OUT.md`` (the table), and print the table."""
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine()}
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(table, encoding="utf-8")
+    print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="EmoDB folder (holding wav/)")
@@ -269,13 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     result = run(args)
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n", encoding="utf-8")
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table, encoding="utf-8")
-    print(table)
+    write_results(args.out, result, markdown(result))
     return 0
 
 

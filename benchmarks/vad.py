@@ -17,12 +17,9 @@ Writes benchmarks/results/vad.{json,md}. Whole-clip features come from the probe
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "vad"), help="output path without suffix")
     args = parser.parse_args(argv)
     result = run(args)
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, **result}, indent=2) + "\n", encoding="utf-8")
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table, encoding="utf-8")
-    print(table)
+    rb.write_results(args.out, result, markdown(result))
     return 0
 
 
