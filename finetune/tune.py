@@ -28,8 +28,9 @@ import numpy as np
 from finetune.cv import METHODS, make_folds, method_module, method_options
 
 CONFIG_NAME = "best_config.json"
-# Options never written to the config: the data and output flags belong to each run, not the recipe.
-NOT_RECIPE = ("corpus", "root", "out", "cache_dir", "model_dir", "label_map", "eval", "test_size", "test", "val")
+# Method options never written to the config: where a run caches, saves and validates is its own, not
+# the recipe's (the data and output flags are the commands', not the methods' options).
+NOT_RECIPE = ("cache_dir", "model_dir", "val")
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,10 @@ def _cast(option: Field[Any] | None, text: str) -> Any:
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{option.name} takes true or false, not {text!r}")
         return text.lower() in ("true", "1")
+    if isinstance(default, int) and "." not in text:
+        return int(text)
     if isinstance(default, (int, float)):
-        return type(default)(text) if not (isinstance(default, int) and "." in text) else float(text)
+        return float(text)  # a float field, or a fractional value for an int field's range
     for kind in (int, float):
         try:
             return kind(text)
@@ -286,14 +289,12 @@ def inner_folds(
 def recipe(method: str, options: Any, space: Sequence[Param]) -> dict[str, Any]:
     """The options worth writing, by name: every searched one (whose condition holds), and every other
     that differs from the method's default."""
-    defaults = vars(method_options(method, []))
+    defaults = method_options(method, [])
     searched = {p.name for p in space if p.when is None or getattr(options, p.when[0], None) == p.when[1]}
-    known = _fields(method)
     values = {}
-    for name, value in sorted(vars(options).items()):
-        if name in NOT_RECIPE or name not in known or name not in defaults:
-            continue
-        if name in searched or value != defaults[name]:
+    for name in sorted(set(_fields(method)) - set(NOT_RECIPE)):
+        value = getattr(options, name, getattr(defaults, name))
+        if name in searched or value != getattr(defaults, name):
             values[name] = value
     return values
 
