@@ -71,6 +71,10 @@ RECIPES = {
             "4 classes, corpus-balanced, TurEV-DB evaluation only (the default model's)", "four-class",
             {"l2": 1e-2, "balance": "corpus"}, evaluation_only=("turev",),
         ),
+        Recipe(
+            "4 classes, corpus-balanced, from layer 2 up, TurEV-DB evaluation only", "four-class",
+            {"l2": 1e-2, "balance": "corpus", "first_layer": 2}, evaluation_only=("turev",),
+        ),
     )
 }
 

@@ -46,6 +46,9 @@ class ProbeOptions:
     pooling: str = field(default="mean", metadata={"help": "how frames become one vector per layer",
                                                    "choices": POOLINGS})
     layer_mix: str = field(default="concat", metadata={"help": "how the layers are combined", "choices": LAYER_MIXES})
+    first_layer: int = field(default=0, metadata={"help": (
+        "the lowest hidden-state layer the head reads (0: the input embeddings); the lowest layers carry "
+        "more of the voice and recording than of the emotion")})
     head_hidden_size: int = field(default=0, metadata={"help": "0: a linear head"})
     dropout: float = field(default=0.2, metadata={"help": "dropout before the head (AdamW training)"})
     epochs: int = field(default=500, metadata={
@@ -179,6 +182,7 @@ def probe_config(base: ProbeConfig, labels: Sequence[str], options: ProbeOptions
         hidden_size=base.hidden_size,
         pooling=options.pooling,
         layer_mix=options.layer_mix,
+        first_layer=options.first_layer,
         head_hidden_size=options.head_hidden_size,
         dropout=options.dropout,
         id2label=dict(enumerate(labels)),

@@ -97,7 +97,9 @@ def render_model_card(metrics: dict[str, Any], summary: dict[str, Any]) -> str:
         f"Labels: {', '.join(summary['labels'])}.",
         "",
         "A frozen pretrained speech encoder with a small trained head: its "
-        f"{len(summary['layer_weights'])} hidden states "
+        f"{len(summary['layer_weights'])} hidden states"
+        + (f" (from layer {options['first_layer']} up)" if options.get("first_layer") else "")
+        + " "
         + ("mixed by learned softmax weights" if options["layer_mix"] == "weighted" else "standardised and concatenated")
         + f", {options['pooling']} pooling over time (real frames only), then "
         + (f"an MLP ({options['head_hidden_size']} hidden units). " if options["head_hidden_size"] else "a linear layer. ")

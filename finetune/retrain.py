@@ -496,7 +496,7 @@ def train_stage(
     return Candidate(head, config, options, metrics, log, speaker_head)
 
 
-RECIPE_KEYS = ("pooling", "layer_mix", "head_hidden_size", "dropout", "optimizer", "l2", "lr", "weight_decay",
+RECIPE_KEYS = ("pooling", "layer_mix", "first_layer", "head_hidden_size", "dropout", "optimizer", "l2", "lr", "weight_decay",
                "balance", "adapt")
 
 

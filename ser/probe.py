@@ -60,6 +60,9 @@ class ProbeConfig(PretrainedConfig):
     hidden_size: int = 384
     pooling: str = "mean"
     layer_mix: str = "weighted"
+    # The lowest hidden states the head reads (0: the input embeddings). The layers below carry more of
+    # the voice and the recording than of the emotion: leaving them out holds up better on unseen corpora.
+    first_layer: int = 0
     head_hidden_size: int = 256
     dropout: float = 0.2
     # A second head trained on speaker-standardised features (``ser.adaptation``), used when
@@ -82,10 +85,14 @@ class ProbeHead(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, not {config.pooling!r}")
         if config.layer_mix not in LAYER_MIXES:
             raise ValueError(f"layer_mix must be one of {LAYER_MIXES}, not {config.layer_mix!r}")
-        layers, width = config.num_layers, config.hidden_size
+        if not 0 <= config.first_layer < config.num_layers:
+            raise ValueError(f"first_layer must be in [0, {config.num_layers}), not {config.first_layer}")
+        width = config.hidden_size
         self.layer_mix = config.layer_mix
-        self.register_buffer("feature_mean", torch.zeros(layers, width))
-        self.register_buffer("feature_std", torch.ones(layers, width))
+        self.first_layer = config.first_layer
+        layers = config.num_layers - config.first_layer  # the layers the head reads
+        self.register_buffer("feature_mean", torch.zeros(config.num_layers, width))
+        self.register_buffer("feature_std", torch.ones(config.num_layers, width))
         self.layer_logits = nn.Parameter(torch.zeros(layers))
         mixed = width if config.layer_mix == "weighted" else layers * width
         self.attention = nn.Linear(mixed, 1) if config.pooling == "attentive" else None
@@ -107,9 +114,10 @@ class ProbeHead(nn.Module):
         return (hidden - self.feature_mean) / self.feature_std
 
     def mix(self, hidden: torch.Tensor, *, standardised: bool = False) -> torch.Tensor:
-        """(..., layers, width) -> (..., width) weighted, or (..., layers * width) concatenated."""
+        """(..., layers, width) -> (..., width) weighted, or (..., read layers * width) concatenated."""
         if not standardised:
             hidden = self.standardise(hidden)
+        hidden = hidden[..., self.first_layer:, :]
         if self.layer_mix == "weighted":
             return torch.einsum("...lh,l->...h", hidden, self.layer_weights())
         return hidden.flatten(-2)

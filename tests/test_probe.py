@@ -21,7 +21,9 @@ from finetune.cache import cached_hidden_states
 from finetune.card import corpus_licence
 from finetune.options import CONFIG_NAME, parse_command
 from ser.corpora import label_names, load_corpus
-from ser.probe import BACKBONE_SUBDIR, HEAD_WEIGHTS, LAYER_MIXES, POOLINGS, ProbeConfig, ProbeForAudioClassification
+from ser.probe import (
+    BACKBONE_SUBDIR, HEAD_WEIGHTS, LAYER_MIXES, POOLINGS, ProbeConfig, ProbeForAudioClassification, ProbeHead,
+)
 from tests.tiny_models import save_tiny_wav2vec2
 
 CLASSES = {"neutral": 140.0, "happy": 420.0, "sad": 900.0}
@@ -330,3 +332,34 @@ def test_make_default_is_a_finetune_command_and_still_runs_as_a_module(capsys: p
         with pytest.raises(SystemExit) as shown:
             show_help()
         assert shown.value.code == 0 and "--eval-roots" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("layer_mix", LAYER_MIXES)
+def test_first_layer_leaves_the_lower_layers_out_and_survives_a_reload(
+    corpus, backbone: str, shared_cache: str, layer_mix: str, tmp_path: Path
+) -> None:
+    options = fp.options_from({"backbone": backbone, "cache_dir": shared_cache, "first_layer": 2,
+                               "layer_mix": layer_mix, "epochs": 20})
+    model, _ = fp.train_probe(corpus, None, options)
+    assert model.config.first_layer == 2
+    layers = model.config.num_layers
+    means = torch.randn(3, layers, model.config.hidden_size)
+    changed_below = means.clone()
+    changed_below[:, :2] += 5.0
+    changed_above = means.clone()
+    changed_above[:, 2] += 5.0
+    with torch.no_grad():
+        logits = model.head.forward_pooled(means)
+        torch.testing.assert_close(model.head.forward_pooled(changed_below), logits)
+        assert not torch.allclose(model.head.forward_pooled(changed_above), logits)
+    model.save_pretrained(tmp_path / "probe")
+    reloaded = ProbeForAudioClassification.from_pretrained(tmp_path / "probe")
+    assert reloaded.config.first_layer == 2
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.head.forward_pooled(means), logits)
+
+
+def test_first_layer_must_leave_a_layer_to_read() -> None:
+    config = ProbeConfig(num_layers=3, hidden_size=4, first_layer=3)
+    with pytest.raises(ValueError, match="first_layer"):
+        ProbeHead(config)
