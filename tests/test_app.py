@@ -208,33 +208,45 @@ def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: 
 # -- annotate tab ------------------------------------------------------------------------------------
 
 
+SERVED = ("audio", "choice", "guess", "info", "note", "status", "progress", "keys")
+
+
+def shown(values: tuple) -> dict:
+    """What the Annotate tab's next/save/skip/undo endpoints return, by name."""
+    assert len(values) == len(SERVED)
+    return dict(zip(SERVED, values))
+
+
 def test_two_annotators_each_keep_their_own_place(server, clips, tmp_path: Path) -> None:
     alice = Client(server[1], verbose=False, download_files=str(tmp_path / "a"))
     bob = Client(server[1], verbose=False, download_files=str(tmp_path / "b"))
     report, _ = alice.predict(str(clips["queue"]), None, "pair", ADMIN_TOKEN, api_name="/load_queue")
     assert "Added **3** clips" in report
 
-    audio, choice, guess, info, _, _ = alice.predict("alice", "pair", "fifo", api_name="/next_clip")
-    first = served_sha(info)
-    assert Path(audio).is_file() and choice["value"] == guess["label"] in LABELS  # pre-filled with the guess
-    *_, info, _, status = alice.predict("alice", "pair", "fifo", "happy", "", api_name="/annotate_save")
-    second = served_sha(info)
-    assert second != first and "alice, you have saved **1** label." in status
+    page = shown(alice.predict("alice", "pair", "fifo", api_name="/next_clip"))
+    first = served_sha(page["info"])
+    assert Path(page["audio"]).is_file() and page["guess"]["value"]["label"] in LABELS
+    assert page["choice"]["value"] is None  # the guess is shown with its score, never pre-selected
+    assert "Clip **1 of 3** in queue **pair** for alice" in page["progress"].replace("<b>", "**").replace("</b>", "**")
+    page = shown(alice.predict("alice", "pair", "fifo", "happy", "", api_name="/annotate_save"))
+    second = served_sha(page["info"])
+    assert second != first and "alice, you have saved **1** label." in page["status"]
 
-    *_, info, _, _ = bob.predict("bob", "pair", "fifo", api_name="/next_clip")
-    assert served_sha(info) == first  # bob has not labelled the first clip yet
+    page = shown(bob.predict("bob", "pair", "fifo", api_name="/next_clip"))
+    assert served_sha(page["info"]) == first  # bob has not labelled the first clip yet
     bob.predict("bob", "pair", "fifo", "sad", "", api_name="/annotate_save")
-    *_, info, _, _ = bob.predict("bob", "pair", "fifo", api_name="/annotate_skip")
-    assert served_sha(info) not in (first, second)  # bob skipped the second clip
+    page = shown(bob.predict("bob", "pair", "fifo", api_name="/annotate_skip"))
+    assert served_sha(page["info"]) not in (first, second)  # bob skipped the second clip
 
-    *_, info, _, status = alice.predict("alice", "pair", "fifo", api_name="/annotate_undo")
-    assert served_sha(info) == first and "alice, you have saved **0** labels." in status  # undo brings the clip back
+    page = shown(alice.predict("alice", "pair", "fifo", api_name="/annotate_undo"))
+    assert served_sha(page["info"]) == first and "alice, you have saved **0** labels." in page["status"]  # undo brings the clip back
     alice.predict("alice", "pair", "fifo", "sad", "", api_name="/annotate_save")
 
-    figures, per_clip, per_annotator = alice.predict(api_name="/agreement")
+    figures, per_clip, per_annotator = alice.predict("pair", api_name="/agreement")
     assert "Fleiss" in figures and "Krippendorff" in figures
     rows = {row[0]: row for row in per_clip["data"]}
     assert rows[first][2] == 2 and rows[first][3] == "sad" and rows[first][4] == 1.0
+    assert all(row[2] >= 2 for row in per_clip["data"])  # clips with one label are not agreement
     counts = {row[0]: row[1] for row in per_annotator["data"]}
     assert counts["alice"] == 1 and counts["bob"] == 1
 
