@@ -208,7 +208,7 @@ def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: 
 # -- annotate tab ------------------------------------------------------------------------------------
 
 
-SERVED = ("audio", "choice", "guess", "info", "note", "status", "progress", "keys")
+SERVED = ("audio", "choice", "guess", "info", "note", "status", "progress", "keys", "quiet_audio")
 
 
 def shown(values: tuple) -> dict:

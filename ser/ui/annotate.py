@@ -99,8 +99,12 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
             next_button = gr.Button("Start / next clip", variant="primary", elem_id="annotate-next", scale=1)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
+                # Two players, one shown: Gradio reads ``autoplay`` only when a player is made, so the
+                # checkbox shows the autoplaying one or the quiet one (a hidden player is not rendered).
                 clip_audio = gr.Audio(type="filepath", interactive=False, label="Clip", elem_id="annotate-audio",
                                       autoplay=True, buttons=[])
+                quiet_audio = gr.Audio(type="filepath", interactive=False, label="Clip", elem_id="annotate-audio-quiet",
+                                       autoplay=False, buttons=[], visible=False)
                 choice = gr.Radio(choices=numbered_choices(labels), label="Emotion", elem_id="annotate-choice")
                 with gr.Row():
                     save_button = gr.Button("Save (Enter)", variant="primary", elem_id="annotate-save")
@@ -153,7 +157,7 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
         radio = gr.Radio(choices=numbered_choices(served.keys), value=None)
         shown = gr.Label(value=served.suggestion, visible=served.suggestion is not None or served.finished)
         return (audio, served.state, radio, shown, served.info, "", served.message, progress_html(served),
-                keys_text(served.keys))
+                keys_text(served.keys), audio)
 
     def next_clip(typed_name: str, queue_value: str | None, order_value: str, state: ClipOnScreen | None,
                   request: gr.Request) -> tuple[Any, ...]:
@@ -242,7 +246,7 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
         return (gr.Dropdown(choices=sorted(set(names) | {chosen}), value=chosen), keys_text(keys_now),
                 gr.Radio(choices=numbered_choices(keys_now), value=None))
 
-    served = [clip_audio, current, choice, guess, clip_info, note, status, progress, keys]
+    served = [clip_audio, current, choice, guess, clip_info, note, status, progress, keys, quiet_audio]
     position = [annotator, queue, order, current]
     next_button.click(next_clip, position, served, api_name="next_clip")
     save_button.click(save, [*position, choice, note], served, api_name="annotate_save")
@@ -251,8 +255,8 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
     undo_button.click(undo, position, served, api_name="annotate_undo")
     span_button.click(label_span, [annotator, current, choice, span_start, span_end, note], span_status,
                       api_name="annotate_span")
-    autoplay.change(lambda on: gr.Audio(autoplay=bool(on)), autoplay, clip_audio, api_visibility="private",
-                    queue=False)
+    autoplay.change(lambda on: (gr.Audio(visible=bool(on)), gr.Audio(visible=not on)), autoplay,
+                    [clip_audio, quiet_audio], api_visibility="private", queue=False)
     queue.change(queue_keys, queue, [keys, choice], js=QUEUE_URL_JS, api_visibility="private")
     load_button.click(add_to_queue, [source, uploads, queue_name, admin_token, hide_guess, min_annotators],
                       [load_status, queue], api_name="load_queue", concurrency_limit=1, show_progress_on=[load_status])

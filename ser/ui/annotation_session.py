@@ -288,9 +288,10 @@ class AnnotationDesk:
     def save(self, annotator: str, queue: str | None, order: str, state: ClipOnScreen | None, label: str | None,
              note: str = "", *, edit: bool = False) -> Served:
         """Save the pick for the clip on screen, then serve the next clip. Saving a clip this annotator
-        already has a standing label for in its queue adds nothing unless ``edit``."""
+        already has a standing label for in its queue adds nothing unless ``edit``. With no clip on
+        screen there is nothing to save: Enter starts the queue (the keyboard alone is enough)."""
         if state is None or state.sha is None:
-            raise NothingOnScreen("No clip on screen: press 'Start / next clip' first.")
+            return self.next(annotator, queue, order, state)
         if not label:
             raise NothingOnScreen("Pick an emotion first (number keys 1-9).")
         saved = self.store.save_queue_label(state.sha, annotator, label, state.queue, note=note or "",

@@ -32,7 +32,8 @@ KEYBOARD_JS = """
     return panel && panel.offsetParent !== null ? panel : null;
   };
   const playClip = (panel) => {
-    const button = panel.querySelector("#annotate-audio button.play-pause-button");
+    const button = panel.querySelector(
+      "#annotate-audio button.play-pause-button, #annotate-audio-quiet button.play-pause-button");
     if (!button) return;
     if (button.getAttribute("aria-label") === "Pause") button.click();  // playing: pause, then play again
     button.click();
