@@ -251,6 +251,31 @@ def test_two_annotators_each_keep_their_own_place(server, clips, tmp_path: Path)
     assert counts["alice"] == 1 and counts["bob"] == 1
 
 
+def test_loading_a_folder_predicts_nothing_before_the_first_clip_is_served(server, workdir: Path, monkeypatch,
+                                                                          tmp_path: Path) -> None:
+    """Issue #14, problem 8: every clip of a folder was predicted before the first could be served."""
+    import threading
+
+    folder = workdir / "lazy-queue"
+    folder.mkdir()
+    for index in range(4):
+        tone(folder / f"lazy{index}.wav", 1.0, 1300 + 70 * index)
+    predictor = server[0].ser_context.predictor
+    original, threads = predictor.predict, []
+
+    def watched(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", watched)
+    client = Client(server[1], verbose=False, download_files=str(tmp_path))
+    report, _ = client.predict(str(folder), None, "lazy", ADMIN_TOKEN, api_name="/load_queue")
+    assert "Added **4** clips" in report
+    assert [name for name in threads if name != "ser-predict-queue"] == []  # only the background pass predicts
+    page = shown(client.predict("lena", "lazy", "least_confident", api_name="/next_clip"))
+    assert set(confidences(page["guess"]["value"])) == set(LABELS)
+
+
 def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, workdir: Path) -> None:
     folder = workdir / "csv-queue"  # under the server's --data-root
     folder.mkdir()
