@@ -216,11 +216,16 @@ def test_a_double_click_on_save_stores_one_label(open_tab, served) -> None:
     shown = wait_for_clip(page)
     page.keyboard.press("3")
     page.locator("#annotate-save").dblclick()
-    wait_for_clip(page, shown)
+    following = wait_for_clip(page, shown)
     page.wait_for_timeout(1500)  # a second save, if one was sent, has landed by now
     assert store.count_labels("dan-double") == 1
     assert [label["annotator"] for label in store.labels_for(full_sha(store, shown))].count("dan-double") == 1
     assert "you have saved 1 label." in page.locator("#annotate-status").inner_text()  # the count did not jump
+
+    page.locator("#annotate-save").click()  # a slow double click: its second click lands on the next clip
+    page.wait_for_timeout(1500)
+    assert store.count_labels("dan-double") == 1  # nothing is picked for the annotator, so nothing is saved
+    assert clip_on_screen(page) == following
 
 
 def test_save_and_its_confirmation_are_above_the_fold_at_1400x900(open_tab, served, tmp_path: Path) -> None:
