@@ -248,3 +248,10 @@ def test_imported_labels_count_once_and_unknown_ones_are_reported(desk: Annotati
     assert "not-an-emotion" not in report.text  # a table's cells are never echoed
     desk.add_clips(clips[:1], "csv", "table.csv", fill=False)  # the same source added again
     assert store.count_labels("import:table.csv") == 1
+
+
+def test_asking_about_a_queue_name_writes_nothing(desk: AnnotationDesk, store) -> None:
+    assert desk.settings("made-up-name").keys == LABELS  # what its keys would be
+    assert store.queue_settings("made-up-name") is None and "made-up-name" not in store.list_queues()
+    assert desk.next("ann", "made-up-name", "fifo", None).finished
+    assert store.queue_settings("made-up-name") is None

@@ -143,13 +143,17 @@ class AnnotationDesk:
         return self.store.list_queues() or ["default"]
 
     def settings(self, queue: str | None) -> QueueSettings:
-        """A queue's settings; a queue seen for the first time gets the model's labels as its keys."""
+        """A queue's settings. A queue's keys are fixed (to the serving model's labels) when its first
+        clips are added or it is first served; a name no clip is filed under is never written down,
+        so a page asking about any name it likes leaves the store as it was."""
         labels = list(self._predictor().labels)
         if queue is None:
             return QueueSettings(name="", keys=labels)
         found = self.store.queue_settings(queue)
         if found is not None and found.keys:
             return found
+        if found is None and self.store.count_clips(queue) == 0:
+            return QueueSettings(name=queue, keys=labels)
         return self.store.ensure_queue(queue, labels)
 
     def configure(self, queue: str, *, hide_suggestion: bool | None = None,
@@ -165,7 +169,7 @@ class AnnotationDesk:
         Clips that fail to decode are counted and named, never fatal: one broken file in a folder of
         hundreds must not lose the rest."""
         store = self.store
-        self.settings(queue)  # fixes the queue's key map now, with the model that served when it was made
+        store.ensure_queue(queue, self._predictor().labels)  # its key map: the model serving when it was made
         added, failures = 0, []
         for clip in clips:
             try:
