@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from ser.ui.users import USER_ERRORS, labels_saved, message
 IMPORT_PREFIX = "import:"  # labels that came with a queue's CSV or dataset are filed under this annotator
 MAX_REPORTED_FAILURES = 5
 MAX_KEYS = 9
+FILL_DELAY_S = 1.0  # the background pass starts after this, so the first clip served has the CPU to itself
+FILL_YIELD_S = 0.05  # and waits while a served clip is being predicted
 HISTORY = 50  # saves per page that Undo can bring back
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,8 @@ class AnnotationDesk:
         self._filler: threading.Thread | None = None
         self._filler_lock = threading.Lock()
         self._fill_wanted = threading.Event()
+        self._on_demand = 0  # guesses being computed for a served clip right now
+        self._on_demand_lock = threading.Lock()
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -193,17 +198,27 @@ class AnnotationDesk:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    def guess(self, sha: str, waveform: np.ndarray | None = None) -> tuple[str, dict[str, float]]:
+    def guess(self, sha: str, waveform: np.ndarray | None = None, *, background: bool = False) -> tuple[str, dict[str, float]]:
         """The serving model's guess for a stored clip: the stored one, else predicted now and stored."""
         model = self._predictor()
         probs = self.store.prediction_for(sha, model.version)
         if probs is None:
-            probs = model.predict(self.store.load_clip(sha) if waveform is None else waveform)
+            if not background:
+                with self._on_demand_lock:
+                    self._on_demand += 1
+            try:
+                probs = model.predict(self.store.load_clip(sha) if waveform is None else waveform)
+            finally:
+                if not background:
+                    with self._on_demand_lock:
+                        self._on_demand -= 1
             self.store.set_prediction(sha, model.version, probs)
         return model.version, probs
 
-    def fill_predictions(self, queue: str | None = None, limit: int | None = None) -> int:
-        """Predict stored clips the serving model has no guess for yet (oldest first); returns how many."""
+    def fill_predictions(self, queue: str | None = None, limit: int | None = None, *, yield_to_serving: bool = False) -> int:
+        """Predict stored clips the serving model has no guess for yet (oldest first); returns how many.
+
+        ``yield_to_serving``: wait while a served clip is being predicted (the background pass)."""
         done = 0
         while limit is None or done < limit:
             batch = self.store.unpredicted(self._predictor().version, queue, limit=16)
@@ -212,8 +227,10 @@ class AnnotationDesk:
             for sha in batch:
                 if limit is not None and done >= limit:
                     break
+                while yield_to_serving and self._on_demand:
+                    time.sleep(FILL_YIELD_S)
                 try:
-                    self.guess(sha)
+                    self.guess(sha, background=yield_to_serving)
                 except (*USER_ERRORS, OSError) as error:  # a clip deleted meanwhile, a full disk
                     log.warning("could not predict clip %s: %s", sha[:12], message(error))
                     return done
@@ -233,6 +250,7 @@ class AnnotationDesk:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
+        time.sleep(FILL_DELAY_S)
         while True:
             with self._filler_lock:
                 if not self._fill_wanted.is_set():
@@ -240,7 +258,7 @@ class AnnotationDesk:
                     return
                 self._fill_wanted.clear()
             try:
-                self.fill_predictions()
+                self.fill_predictions(yield_to_serving=True)
             except Exception:  # a background pass must never take anything down: log, wait for the next wake
                 log.exception("background predictions stopped")
 
