@@ -255,3 +255,14 @@ def test_asking_about_a_queue_name_writes_nothing(desk: AnnotationDesk, store) -
     assert store.queue_settings("made-up-name") is None and "made-up-name" not in store.list_queues()
     assert desk.next("ann", "made-up-name", "fifo", None).finished
     assert store.queue_settings("made-up-name") is None
+
+
+def test_a_big_folder_can_be_annotated_while_it_is_still_being_added(desk: AnnotationDesk, store, model) -> None:
+    steps = desk.add_clips_stepwise(source_clips(60), "big", "folder", fill=False, every=25)
+    first = next(steps)
+    assert (first.added, first.finished) == (1, False) and "1** so far" in first.text
+    served = desk.next("ann", "big", "fifo", None)  # the other 59 are not stored yet
+    assert served.state.sha is not None and served.progress.total == 1 and model.calls == 1
+    reports = list(steps)
+    assert [report.added for report in reports] == [25, 50, 60] and reports[-1].finished
+    assert "Added **60** clips to queue **big** (now 60 clips)." in reports[-1].text and model.calls == 1

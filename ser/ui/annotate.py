@@ -10,6 +10,7 @@ and the labels saved from it (so Undo can bring that clip back).
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -197,7 +198,9 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
             return desk.label_span(name, state, label, start, end, note_text)
 
     def add_to_queue(source_text: str, files: list[str] | None, queue_text: str, token: str | None,
-                     hide: bool, min_count: float | None, request: gr.Request) -> tuple[str, Any]:
+                     hide: bool, min_count: float | None, request: gr.Request) -> Iterator[tuple[str, Any]]:
+        """Store the clips (no predictions), telling how far it got as it goes; the queue is listed
+        after its first clip, so annotating can start while the rest are added."""
         queue_value = (queue_text or "").strip() or "default"
         source_text = (source_text or "").strip()
         if not source_text and not files:
@@ -208,22 +211,27 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
         role = require(config, request, Role.ANNOTATOR, "add clips to annotation queues", token)
         roots = context.data_roots if role is Role.ADMIN else NO_ROOTS  # a table's rows may name server files
         with user_errors("Could not read the clips"):
-            reports = []
+            reports: list[str] = []
             new = context.store.queue_settings(queue_value) is None
             if new or role is Role.ADMIN:  # an existing queue's options are its owner's to change
                 settings = desk.configure(queue_value, hide_suggestion=bool(hide),
                                           min_annotators=int(min_count or 1))
             else:
                 settings = desk.settings(queue_value)
+            sources = []
             if source_text:
-                clips = iter_source(source_text, roots, context.load_audio)
-                reports.append(desk.add_clips(clips, queue_value, Path(source_text).name).text)
+                sources.append((iter_source(source_text, roots, context.load_audio), Path(source_text).name))
             if files:
-                reports.append(desk.add_clips(iter_files(files, roots, context.load_audio), queue_value, "upload").text)
+                sources.append((iter_files(files, roots, context.load_audio), "upload"))
+            for clips, origin in sources:
+                for report in desk.add_clips_stepwise(clips, queue_value, origin):
+                    if not report.finished:
+                        yield " ".join([*reports, report.text]), gr.Dropdown(value=queue_value, choices=desk.queues())
+                reports.append(report.text)
             guess_shown = "hidden" if settings.suggestion == "hide" else "shown with its score"
             reports.append(f"The model's guess is {guess_shown}; {settings.min_annotators} annotator(s) per clip. "
                            "Guesses are computed as clips are served, and in the background.")
-        return " ".join(reports), gr.Dropdown(value=queue_value, choices=desk.queues())
+        yield " ".join(reports), gr.Dropdown(value=queue_value, choices=desk.queues())
 
     def refresh(queue_value: str | None, request: gr.Request) -> tuple[str, pd.DataFrame, pd.DataFrame]:
         require(context.config, request, Role.ANNOTATOR, "see the annotators' agreement")

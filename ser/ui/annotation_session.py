@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +99,13 @@ class AddReport:
     failures: list[str]
     queue: str
     total: int
+    finished: bool = True
 
     @property
     def text(self) -> str:
+        if not self.finished:
+            return (f"Adding clips to queue **{self.queue}**: **{self.added}** so far ({len(self.failures)} unusable); "
+                    "the ones added can be annotated already.")
         text = f"Added **{self.added}** clips to queue **{self.queue}** (now {self.total} clips)."
         if self.failures:
             shown = "; ".join(self.failures[:MAX_REPORTED_FAILURES])
@@ -168,8 +172,17 @@ class AnnotationDesk:
                                        None if min_annotators is None else int(min_annotators))
 
     def add_clips(self, clips: Iterable[SourceClip], queue: str, origin: str, *, fill: bool = True) -> AddReport:
-        """Store clips under ``queue`` without predicting them (the first clip can be served at once);
-        with ``fill``, a background pass then predicts them for least-confident order.
+        """Store clips under ``queue`` without predicting them (see ``add_clips_stepwise``); the final report."""
+        for report in self.add_clips_stepwise(clips, queue, origin, fill=fill):
+            pass
+        return report
+
+    def add_clips_stepwise(self, clips: Iterable[SourceClip], queue: str, origin: str, *, fill: bool = True,
+                           every: int = 25) -> Iterator[AddReport]:
+        """Store clips under ``queue`` without predicting them, reporting after the first clip and every
+        ``every`` clips (each clip is committed on its own, so it can be served while the rest are
+        added); the last report is the final one. With ``fill``, a background pass then predicts
+        them for least-confident order.
 
         Clips that fail to decode are counted and named, never fatal: one broken file in a folder of
         hundreds must not lose the rest."""
@@ -192,9 +205,11 @@ class AnnotationDesk:
                 failures.append(f"{clip.name}: {message(error)}")
                 continue
             added += 1
+            if added == 1 or added % every == 0:
+                yield AddReport(added=added, failures=list(failures), queue=queue, total=0, finished=False)
         if fill and added:
             self.fill_in_background()
-        return AddReport(added=added, failures=failures, queue=queue, total=store.count_clips(queue))
+        yield AddReport(added=added, failures=failures, queue=queue, total=store.count_clips(queue))
 
     # -- predictions ---------------------------------------------------------------------------
 
