@@ -1134,7 +1134,7 @@ class AnnotationStore:
 
         Lets a replica (the Hub sync) ship only new rows, append-only, without ever rewriting old ones.
         """
-        cursor = {"clips": 0, "labels": 0, "undos": 0, "deletions": 0, **(cursor or {})}
+        cursor = {"clips": 0, "labels": 0, "undos": 0, "deletions": 0, "regions": 0, **(cursor or {})}
         clips = self._read("SELECT rowid AS seq, * FROM clips WHERE rowid > ? ORDER BY rowid", (cursor["clips"],))
         labels = self._read("SELECT * FROM labels WHERE id > ? ORDER BY id", (cursor["labels"],))
         undos = self._read(
@@ -1142,17 +1142,20 @@ class AnnotationStore:
             (cursor["undos"],),
         )
         deletions = self._read("SELECT * FROM deletions WHERE seq > ? ORDER BY seq", (cursor["deletions"],))
+        regions = self._read("SELECT * FROM regions WHERE id > ? ORDER BY id", (cursor["regions"],))
         changes = {
             "clips": [dict(row) for row in clips],
             "labels": [_label_dict(row) for row in labels],
             "undos": [dict(row) for row in undos],
             "deletions": [dict(row) for row in deletions],
+            "regions": [dict(row) for row in regions],
         }
         new_cursor = {
             "deletions": deletions[-1]["seq"] if deletions else cursor["deletions"],
             "clips": clips[-1]["seq"] if clips else cursor["clips"],
             "labels": labels[-1]["id"] if labels else cursor["labels"],
             "undos": undos[-1]["undo_seq"] if undos else cursor["undos"],
+            "regions": regions[-1]["id"] if regions else cursor["regions"],
         }
         return changes, new_cursor
 

@@ -100,6 +100,9 @@ def test_region_labels_are_stored_with_start_and_end(store) -> None:
     for start, end in ((1.0, 1.0), (3.0, 4.5), (float("nan"), 1.0)):
         with pytest.raises(InvalidRequest):
             store.add_region(sha, "ann", "sad", start, end)
+    changes, cursor = store.changes_since()  # replicas (the Hub sync) get the spans too
+    assert [(row["label"], row["start_s"]) for row in changes["regions"]] == [("angry", 2.0), ("sad", 0.5)]
+    assert store.changes_since(cursor)[0]["regions"] == []
     store.delete_clips([sha], "test")
     assert store._read("SELECT COUNT(*) FROM regions")[0][0] == 0
 
