@@ -276,6 +276,15 @@ def test_loading_a_folder_predicts_nothing_before_the_first_clip_is_served(serve
     assert set(confidences(page["guess"]["value"])) == set(LABELS)
 
 
+def test_loading_progress_is_drawn_on_the_queue_status_not_the_dropdown(server) -> None:
+    """Issue #14, problem 8: the progress bar of loading a folder was drawn inside the queue dropdown."""
+    config = server[0].get_config_file()
+    ids = {component.get("props", {}).get("elem_id"): component["id"] for component in config["components"]}
+    (load,) = [d for d in config["dependencies"] if d.get("api_name") == "load_queue"]
+    assert ids["annotate-queue"] in load["outputs"]  # the dropdown is updated...
+    assert load.get("show_progress_on") == [ids["queue-status"]]  # ...but the progress shows on the status line
+
+
 def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, workdir: Path) -> None:
     folder = workdir / "csv-queue"  # under the server's --data-root
     folder.mkdir()
