@@ -285,6 +285,29 @@ def test_loading_progress_is_drawn_on_the_queue_status_not_the_dropdown(server) 
     assert load.get("show_progress_on") == [ids["queue-status"]]  # ...but the progress shows on the status line
 
 
+def test_number_keys_keep_their_meaning_when_the_serving_model_changes(server, workdir: Path, tmp_path: Path) -> None:
+    """Issue #14, problem 10: the number keys changed meaning when the model's label set changed."""
+    folder = workdir / "keys-queue"
+    folder.mkdir()
+    for index in range(2):
+        tone(folder / f"k{index}.wav", 1.0, 1700 + 90 * index)
+    client = Client(server[1], verbose=False, download_files=str(tmp_path))
+    client.predict(str(folder), None, "stable-keys", ADMIN_TOKEN, api_name="/load_queue")
+    before = shown(client.predict("kira", "stable-keys", "fifo", api_name="/next_clip"))
+    assert [value for _, value in before["choice"]["choices"]] == LABELS
+    other = tiny_model(workdir / "tiny-keys", ["calm", "fearful", "boredom"])
+    store_of(server).register_model("tiny-keys", str(other), {})
+    client.predict(api_name="/list_models")  # the Models tab's choices now include it
+    try:
+        client.predict("tiny-keys", ADMIN_TOKEN, api_name="/switch_model")
+        after = shown(client.predict("kira", "stable-keys", "fifo", api_name="/annotate_skip"))
+        assert [value for _, value in after["choice"]["choices"]] == LABELS  # key 1 still means neutral
+        assert after["choice"]["choices"][0][0] == "1 · neutral" and "`1` neutral" in after["keys"]
+        assert set(confidences(after["guess"]["value"])) == {"calm", "fearful", "boredom"}  # the new model's guess
+    finally:
+        client.predict("tiny-a", ADMIN_TOKEN, api_name="/switch_model")
+
+
 def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, workdir: Path) -> None:
     folder = workdir / "csv-queue"  # under the server's --data-root
     folder.mkdir()
