@@ -308,6 +308,24 @@ def test_number_keys_keep_their_meaning_when_the_serving_model_changes(server, w
         client.predict("tiny-a", ADMIN_TOKEN, api_name="/switch_model")
 
 
+def test_a_time_span_of_a_long_clip_is_labelled_through_the_page(server, workdir: Path, tmp_path: Path) -> None:
+    folder = workdir / "span-queue"
+    folder.mkdir()
+    tone(folder / "long-talk.wav", 6.0, 1900)
+    client = Client(server[1], verbose=False, download_files=str(tmp_path))
+    client.predict(str(folder), None, "spans", ADMIN_TOKEN, api_name="/load_queue")
+    page = shown(client.predict("rita", "spans", "fifo", api_name="/next_clip"))
+    said = client.predict("rita", "angry", 2.0, 4.5, "", api_name="/annotate_span")
+    assert "2.00-4.50 s: angry" in said
+    with pytest.raises(AppError, match="inside the clip"):
+        client.predict("rita", "sad", 5.0, 9.0, "", api_name="/annotate_span")
+    store = store_of(server)
+    (full,) = [row[0] for row in store._read("SELECT sha256 FROM clips WHERE queue = 'spans'")]
+    assert full.startswith(served_sha(page["info"]))
+    assert [(r["annotator"], r["label"], r["start_s"], r["end_s"]) for r in store.regions_for(full)] == [
+        ("rita", "angry", 2.0, 4.5)]
+
+
 def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, workdir: Path) -> None:
     folder = workdir / "csv-queue"  # under the server's --data-root
     folder.mkdir()

@@ -116,7 +116,7 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
                 progress = gr.HTML(elem_id="annotate-progress")
                 clip_info = gr.Markdown(elem_id="annotate-info")
                 keys = gr.Markdown(keys_text(labels), elem_id="annotate-keys")
-                autoplay = gr.Checkbox(value=True, label="Play each clip when it is served (P or Space replays)",
+                autoplay = gr.Checkbox(value=True, label="Play each clip when it is served (P or Space plays / pauses)",
                                        elem_id="annotate-autoplay")
                 note = gr.Textbox(label="Note (optional; Enter saves)", max_lines=1, elem_id="annotate-note")
                 guess = gr.Label(num_top_classes=None, label="Model's guess (not pre-selected)",

@@ -1,6 +1,6 @@
 """Keyboard shortcuts for the Annotate tab: labelling hundreds of clips by mouse is slow and painful.
 
-1-9 pick the n-th emotion, Enter saves, S skips, U undoes, P or Space play the clip again. The
+1-9 pick the n-th emotion, Enter saves, S skips, U undoes, P or Space play or pause the clip. The
 handler is installed once per page (by a JavaScript-only ``load`` event, so it works however the
 app is launched), acts only while the Annotate tab is visible, and leaves keys alone while the user
 types in a text box.
@@ -14,7 +14,8 @@ its usual meaning; Space never scrolls the page while the tab is shown.
 
 SHORTCUTS_HELP = (
     "**Keyboard** (wherever focus is, except in a text box): `1`-`9` pick an emotion · `Enter` saves and "
-    "moves on · `S` skips · `U` undoes your last save · `P` or `Space` plays the clip again."
+    "moves on · `S` skips · `U` undoes your last save · `P` or `Space` plays or pauses the clip (again from the "
+    "start once it has ended)."
 )
 
 KEYBOARD_JS = """
