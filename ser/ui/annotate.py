@@ -119,8 +119,9 @@ def build_annotate_tab(context: AppContext, admin_token: gr.Textbox, page: gr.Bl
                 autoplay = gr.Checkbox(value=True, label="Play each clip when it is served (P or Space plays / pauses)",
                                        elem_id="annotate-autoplay")
                 note = gr.Textbox(label="Note (optional; Enter saves)", max_lines=1, elem_id="annotate-note")
-                guess = gr.Label(num_top_classes=None, label="Model's guess (not pre-selected)",
-                                 elem_id="annotate-guess")  # every label, with its score
+                # every label with its score, and no headline naming the top one: less of an anchor
+                guess = gr.Label(num_top_classes=None, label="Model's guess (not pre-selected)", show_heading=False,
+                                 elem_id="annotate-guess")
         gr.Markdown(SHORTCUTS_HELP, elem_id="annotate-help")
         current = gr.State(None)  # ClipOnScreen
         with gr.Accordion("Label a time span (long recordings)", open=False, elem_id="region-tools"):
