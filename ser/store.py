@@ -102,7 +102,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
             seq INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, path TEXT NOT NULL,
             reason TEXT NOT NULL, deleted_at TEXT NOT NULL, clip_rowid INTEGER)""",
     ),
+    (  # 4: queues as records (key map, suggestion, minimum annotators), labels filed by queue, time spans
+        # labels.queue: the queue a label was given in (NULL: a Demo correction), so queue agreement
+        # never mixes in corrections and a save is idempotent per (annotator, clip, queue)
+        "ALTER TABLE labels ADD COLUMN queue TEXT",
+        """UPDATE labels SET queue = (SELECT c.queue FROM clips c WHERE c.sha256 = labels.sha256 AND c.private = 0)""",
+        "CREATE INDEX labels_by_queue ON labels(queue, sha256)",
+        # keys: the JSON list of labels the number keys 1-9 pick, fixed when the queue is made
+        """CREATE TABLE queues (
+            name TEXT PRIMARY KEY, keys TEXT NOT NULL DEFAULT '[]', suggestion TEXT NOT NULL DEFAULT 'show',
+            min_annotators INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL)""",
+        """INSERT OR IGNORE INTO queues (name, created_at)
+           SELECT queue, MIN(created_at) FROM clips WHERE queue IS NOT NULL AND private = 0 GROUP BY queue""",
+        """CREATE TABLE regions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL REFERENCES clips(sha256),
+            annotator TEXT NOT NULL, label TEXT NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL,
+            note TEXT NOT NULL DEFAULT '', queue TEXT, created_at TEXT NOT NULL, undone_at TEXT,
+            CHECK (start_s >= 0 AND end_s > start_s))""",
+        "CREATE INDEX regions_by_clip ON regions(sha256)",
+    ),
 ]
+SUGGESTIONS = ("show", "hide")  # the model's guess: shown with its score (never pre-selected), or hidden
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -141,6 +161,61 @@ class Resolution:
     skipped: Counter = field(default_factory=Counter)
 
 
+@dataclass
+class QueueSettings:
+    """How a queue is annotated: the labels the number keys pick (fixed when it was made, so a
+    model with another label set never changes what a key means), whether the model's guess is
+    shown, and how many people should label each clip before it counts as done."""
+
+    name: str
+    keys: list[str]
+    suggestion: str = "show"
+    min_annotators: int = 1
+
+
+@dataclass
+class SavedLabel:
+    """What a queue save did: the label's id, and whether a row was added (False: this annotator
+    already had a standing label on this clip in this queue, so a repeated save changed nothing)."""
+
+    label_id: int
+    added: bool
+    label: str
+
+
+@dataclass
+class ClipAgreement:
+    n_labels: int
+    majority: str | None  # None on a tie
+    agreement: float  # the share of labels that name the majority
+    votes: dict[str, str]
+
+
+@dataclass
+class AnnotatorAgreement:
+    labels: int = 0  # standing labels in the queue
+    done: int = 0  # clips labelled or skipped in the queue
+    total: int = 0  # public clips in the queue
+    majority_clips: int = 0  # their clips with >= 2 labels and a majority
+    with_majority: int = 0  # of those, how many they labelled as the majority did
+
+    @property
+    def majority_share(self) -> float | None:
+        return self.with_majority / self.majority_clips if self.majority_clips else None
+
+
+@dataclass
+class QueueAgreement:
+    """One queue's agreement: only clips with two or more labels count, and only labels given in a queue."""
+
+    queue: str | None
+    total: int
+    clips: dict[str, ClipAgreement]
+    annotators: dict[str, AnnotatorAgreement]
+    kappa: float | None
+    alpha: float | None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -158,6 +233,13 @@ def _check_sha(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
         raise InvalidRequest(f"not a clip id (64 lowercase hex characters): {sha!r}")
     return sha
+
+
+def _check_label(label: str) -> str:
+    try:
+        return canonical(label)
+    except KeyError as exc:
+        raise InvalidRequest(exc.args[0]) from None
 
 
 def _check_annotator(annotator: str) -> str:
@@ -439,25 +521,72 @@ class AnnotationStore:
         note: str = "",
         model_version: str | None = None,
         model_probs: dict[str, float] | None = None,
+        queue: str | None = None,
     ) -> int:
-        """Record one annotator's label for a clip; a later label by the same person supersedes it."""
+        """Record one annotator's label for a clip; a later label by the same person supersedes it.
+
+        ``queue`` files it under the queue it was given in (None: a Demo correction)."""
         _check_sha(sha)
-        try:
-            emotion = canonical(label)
-        except KeyError as exc:
-            raise InvalidRequest(exc.args[0]) from None
-        probs = None if model_probs is None else json.dumps({str(k): float(v) for k, v in model_probs.items()})
+        emotion = _check_label(label)
         try:
             with self._write() as conn:
-                cursor = conn.execute(
-                    """INSERT INTO labels (sha256, annotator, label, note, created_at, model_version, model_probs)
-                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                    (sha, _check_annotator(annotator), emotion, _clean_text(note, 2000), _now(), model_version, probs),
-                )
-                self._mark_done(conn, _check_annotator(annotator), sha)
-                return int(cursor.lastrowid)
+                return self._insert_label(conn, sha, _check_annotator(annotator), emotion, note, model_version,
+                                          model_probs, queue)
         except sqlite3.IntegrityError:
             raise NotInStore(f"no clip {sha} in the store") from None
+
+    def save_queue_label(
+        self,
+        sha: str,
+        annotator: str,
+        label: str,
+        queue: str | None,
+        *,
+        note: str = "",
+        model_version: str | None = None,
+        model_probs: dict[str, float] | None = None,
+        edit: bool = False,
+    ) -> SavedLabel:
+        """A queue label, idempotent per (annotator, clip, queue): while this annotator has a standing
+        label on the clip in this queue, saving again adds nothing (a double click, a resent request).
+        ``edit`` replaces that label instead (the old row is kept, marked undone)."""
+        _check_sha(sha)
+        emotion = _check_label(label)
+        name = _check_annotator(annotator)
+        queue = _clean_text(queue, 100) or None
+        try:
+            with self._write() as conn:  # one IMMEDIATE transaction: two racing saves cannot both insert
+                standing = conn.execute(
+                    """SELECT id, label FROM labels WHERE sha256 = ? AND annotator = ? AND queue IS ?
+                       AND undone_at IS NULL ORDER BY id DESC""", (sha, name, queue)).fetchall()
+                if standing and not edit:
+                    return SavedLabel(int(standing[0]["id"]), False, standing[0]["label"])
+                for row in standing:
+                    self._withdraw(conn, int(row["id"]))
+                label_id = self._insert_label(conn, sha, name, emotion, note, model_version, model_probs, queue)
+                return SavedLabel(label_id, True, emotion)
+        except sqlite3.IntegrityError:
+            raise NotInStore(f"no clip {sha} in the store") from None
+
+    def _insert_label(self, conn: sqlite3.Connection, sha: str, name: str, emotion: str, note: str,
+                      model_version: str | None, model_probs: dict[str, float] | None, queue: str | None) -> int:
+        probs = None if model_probs is None else json.dumps({str(k): float(v) for k, v in model_probs.items()})
+        cursor = conn.execute(
+            """INSERT INTO labels (sha256, annotator, label, note, created_at, model_version, model_probs, queue)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            (sha, name, emotion, _clean_text(note, 2000), _now(), model_version, probs, _clean_text(queue, 100) or None),
+        )
+        self._mark_done(conn, name, sha)
+        return int(cursor.lastrowid)
+
+    @staticmethod
+    def _withdraw(conn: sqlite3.Connection, label_id: int) -> None:
+        """Mark one label undone (kept in the table; replicas see it through ``undo_seq``)."""
+        conn.execute(
+            """UPDATE labels SET undone_at = ?,
+                 undo_seq = (SELECT COALESCE(MAX(undo_seq), 0) + 1 FROM labels) WHERE id = ?""",
+            (_now(), label_id),
+        )
 
     def undo_last(self, annotator: str, among: Iterable[int] | None = None) -> int | None:
         """Withdraw this annotator's latest label (kept in the table, marked undone).
@@ -475,11 +604,7 @@ class AnnotationStore:
             ).fetchone()
             if row is None:
                 return None
-            conn.execute(
-                """UPDATE labels SET undone_at = ?,
-                     undo_seq = (SELECT COALESCE(MAX(undo_seq), 0) + 1 FROM labels) WHERE id = ?""",
-                (_now(), row["id"]),
-            )
+            self._withdraw(conn, int(row["id"]))
             name = _check_annotator(annotator)
             conn.execute(
                 """DELETE FROM done WHERE annotator = ?1 AND sha256 = (SELECT sha256 FROM labels WHERE id = ?2)
@@ -540,9 +665,11 @@ class AnnotationStore:
                     (rank, row["rowid"], row["queue"] or ""),
                 )
 
-    def prediction_for(self, sha: str) -> dict[str, float] | None:
+    def prediction_for(self, sha: str, model_version: str | None = None) -> dict[str, float] | None:
+        """The latest stored guess for a clip (from ``model_version`` only, when given)."""
         rows = self._read(
-            "SELECT probs FROM predictions WHERE sha256 = ? ORDER BY created_at DESC LIMIT 1", (_check_sha(sha),)
+            """SELECT probs FROM predictions WHERE sha256 = ?1 AND (?2 IS NULL OR model_version = ?2)
+               ORDER BY created_at DESC LIMIT 1""", (_check_sha(sha), model_version)
         )
         return json.loads(rows[0]["probs"]) if rows else None
 
@@ -598,14 +725,139 @@ class AnnotationStore:
                           params)[0][0]
         return int(total) - int(done)
 
+    # -- queues as records -------------------------------------------------------------------------
+
+    def ensure_queue(self, name: str, keys: Sequence[str], suggestion: str | None = None,
+                     min_annotators: int | None = None) -> QueueSettings:
+        """The queue ``name``, made with ``keys`` (the labels the number keys pick) if it is new or has
+        none yet; ``suggestion`` and ``min_annotators`` change its options when given."""
+        queue = _clean_text(name, 100)
+        if not queue:
+            raise InvalidRequest("a queue name is required")
+        key_labels = [_check_label(label) for label in keys]
+        if suggestion is not None and suggestion not in SUGGESTIONS:
+            raise InvalidRequest(f"suggestion must be one of {SUGGESTIONS}, got {suggestion!r}")
+        if min_annotators is not None and not 1 <= int(min_annotators) <= 100:
+            raise InvalidRequest(f"the minimum number of annotators per clip is 1 to 100, got {min_annotators}")
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO queues (name, keys, created_at) VALUES (?, ?, ?)",
+                         (queue, json.dumps(key_labels), _now()))
+            conn.execute("UPDATE queues SET keys = ? WHERE name = ? AND keys = '[]'", (json.dumps(key_labels), queue))
+            if suggestion is not None:
+                conn.execute("UPDATE queues SET suggestion = ? WHERE name = ?", (suggestion, queue))
+            if min_annotators is not None:
+                conn.execute("UPDATE queues SET min_annotators = ? WHERE name = ?", (int(min_annotators), queue))
+        return self.queue_settings(queue)  # type: ignore[return-value]
+
+    def queue_settings(self, name: str) -> QueueSettings | None:
+        rows = self._read("SELECT * FROM queues WHERE name = ?", (_clean_text(name, 100),))
+        if not rows:
+            return None
+        row = rows[0]
+        return QueueSettings(name=row["name"], keys=json.loads(row["keys"]), suggestion=row["suggestion"],
+                             min_annotators=int(row["min_annotators"]))
+
+    def list_queues(self) -> list[str]:
+        """Every queue: those made as records and any queue a public clip is filed under."""
+        rows = self._read("""SELECT name FROM queues UNION
+                             SELECT DISTINCT queue FROM clips WHERE queue IS NOT NULL AND private = 0 ORDER BY 1""")
+        return [row[0] for row in rows]
+
+    def count_public(self, queue: str | None = None) -> int:
+        """The clips annotators are served in ``queue`` (every queue when None)."""
+        return int(self._read("SELECT COUNT(*) FROM clips WHERE private = 0 AND (?1 IS NULL OR queue = ?1)",
+                              (queue,))[0][0])
+
+    def unpredicted(self, model_version: str, queue: str | None = None, limit: int = 100) -> list[str]:
+        """Public clips (of ``queue``) without a prediction from ``model_version``, oldest first: what a
+        background pass predicts so least-confident order can rank them."""
+        rows = self._read(
+            """SELECT c.sha256 FROM clips c WHERE c.private = 0 AND (?1 IS NULL OR c.queue = ?1)
+                 AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.sha256 = c.sha256 AND p.model_version = ?2)
+               ORDER BY c.rowid LIMIT ?3""", (queue, str(model_version), int(limit)))
+        return [row[0] for row in rows]
+
+    # -- region labels ------------------------------------------------------------------------------
+
+    def add_region(self, sha: str, annotator: str, label: str, start_s: float, end_s: float,
+                   queue: str | None = None, note: str = "") -> int:
+        """Label a time span of a clip (a long recording holds more than one emotion)."""
+        _check_sha(sha)
+        emotion = _check_label(label)
+        name = _check_annotator(annotator)
+        try:
+            start, end = float(start_s), float(end_s)
+        except (TypeError, ValueError):
+            raise InvalidRequest("a span needs a start and an end in seconds") from None
+        with self._write() as conn:
+            row = conn.execute("SELECT duration_s FROM clips WHERE sha256 = ?", (sha,)).fetchone()
+            if row is None:
+                raise NotInStore(f"no clip {sha} in the store")
+            duration = float(row["duration_s"])
+            if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end <= duration + 1e-6):
+                raise InvalidRequest(f"a span must lie inside the clip (0 to {duration:.2f} s) and end after it "
+                                     f"starts, got {start:g} to {end:g} s")
+            cursor = conn.execute(
+                """INSERT INTO regions (sha256, annotator, label, start_s, end_s, note, queue, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (sha, name, emotion, start, end, _clean_text(note, 2000), _clean_text(queue, 100) or None, _now()),
+            )
+            return int(cursor.lastrowid)
+
+    def regions_for(self, sha: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT * FROM regions WHERE sha256 = ? AND undone_at IS NULL ORDER BY start_s, id",
+                          (_check_sha(sha),))
+        return [dict(row) for row in rows]
+
     # -- agreement ----------------------------------------------------------------------------------
 
-    def votes(self) -> dict[str, dict[str, tuple[int, str]]]:
-        """clip -> annotator -> (label id, label): each person's latest standing label per clip."""
+    def votes(self, queue: str | None = None, *, queued: bool = False) -> dict[str, dict[str, tuple[int, str]]]:
+        """clip -> annotator -> (label id, label): each person's latest standing label per clip.
+
+        ``queued``: only labels given in a queue (``queue``, or any queue when None), so Demo
+        corrections never mix into a queue's agreement."""
+        where, params = "undone_at IS NULL", []
+        if queued:
+            where += " AND queue IS NOT NULL" if queue is None else " AND queue = ?"
+            params = [] if queue is None else [queue]
         votes: dict[str, dict[str, tuple[int, str]]] = {}
-        for row in self._read("SELECT id, sha256, annotator, label FROM labels WHERE undone_at IS NULL ORDER BY id"):
+        for row in self._read(f"SELECT id, sha256, annotator, label FROM labels WHERE {where} ORDER BY id", params):
             votes.setdefault(row["sha256"], {})[row["annotator"]] = (int(row["id"]), row["label"])
         return votes
+
+    def queue_agreement(self, queue: str | None = None) -> QueueAgreement:
+        """Agreement in one queue (every queue when None) from its labels only (no Demo corrections),
+        over clips with two or more labels; per annotator their progress and how often they side
+        with the majority."""
+        votes = self.votes(queue, queued=True)
+        multi = {sha: by for sha, by in votes.items() if len(by) >= 2}
+        clips = {}
+        for sha, by in multi.items():
+            majority, share = _majority(Counter(label for _, label in by.values()))
+            clips[sha] = ClipAgreement(n_labels=len(by), majority=majority, agreement=share,
+                                       votes={name: label for name, (_, label) in sorted(by.items())})
+        in_queue, params = ("queue = ?", [queue]) if queue is not None else ("queue IS NOT NULL", [])
+        total = int(self._read(f"SELECT COUNT(*) FROM clips WHERE private = 0 AND {in_queue}", params)[0][0])
+        done = {row[0]: int(row[1]) for row in self._read(
+            f"SELECT annotator, COUNT(*) FROM done WHERE public = 1 AND {in_queue} GROUP BY annotator", params)}
+        annotators: dict[str, AnnotatorAgreement] = {}
+        for by in votes.values():
+            for name in by:
+                annotators.setdefault(name, AnnotatorAgreement(done=done.get(name, 0), total=total))
+                annotators[name].labels += 1
+        for sha, by in multi.items():
+            majority = clips[sha].majority
+            for name, (_, label) in by.items():
+                if majority is not None:
+                    annotators[name].majority_clips += 1
+                    annotators[name].with_majority += int(label == majority)
+        table = [[Counter(label for _, label in by.values())[c] for c in EMOTIONS] for by in multi.values()]
+        names = sorted({name for by in multi.values() for name in by})
+        codes = {label: i for i, label in enumerate(EMOTIONS)}
+        data = [[codes[by[a][1]] if a in by else np.nan for by in multi.values()] for a in names]
+        return QueueAgreement(queue=queue, total=total, clips=clips, annotators=annotators,
+                              kappa=fleiss_kappa([row for row in table]) if table else None,
+                              alpha=krippendorff_alpha(data) if data else None)
 
     def clip_agreement(self) -> dict[str, dict[str, Any]]:
         """Per clip: number of voters, the majority label (None on a tie) and the share agreeing with it."""
@@ -731,7 +983,7 @@ class AnnotationStore:
                 row = conn.execute("SELECT rowid, path FROM clips WHERE sha256 = ?", (sha,)).fetchone()
                 if row is None:
                     continue
-                for table in ("labels", "skips", "predictions", "done", "clips"):
+                for table in ("labels", "regions", "skips", "predictions", "done", "clips"):
                     conn.execute(f"DELETE FROM {table} WHERE sha256 = ?", (sha,))
                 conn.execute(
                     "INSERT INTO deletions (sha256, path, reason, deleted_at, clip_rowid) VALUES (?, ?, ?, ?, ?)",
@@ -758,7 +1010,7 @@ class AnnotationStore:
         clips = self.delete_clips(own, f"everything from annotator {name} deleted by an admin")
         with self._write() as conn:
             conn.execute("DELETE FROM labels WHERE annotator = ?", (name,))
-            for table in ("skips", "done", "frontier"):
+            for table in ("regions", "skips", "done", "frontier"):
                 conn.execute(f"DELETE FROM {table} WHERE annotator = ?", (name,))
             conn.execute("INSERT INTO deletions (sha256, path, reason, deleted_at) VALUES ('', '', ?, ?)",
                          (f"labels of annotator {name}", _now()))
@@ -882,7 +1134,7 @@ class AnnotationStore:
 
         Lets a replica (the Hub sync) ship only new rows, append-only, without ever rewriting old ones.
         """
-        cursor = {"clips": 0, "labels": 0, "undos": 0, "deletions": 0, **(cursor or {})}
+        cursor = {"clips": 0, "labels": 0, "undos": 0, "deletions": 0, "regions": 0, **(cursor or {})}
         clips = self._read("SELECT rowid AS seq, * FROM clips WHERE rowid > ? ORDER BY rowid", (cursor["clips"],))
         labels = self._read("SELECT * FROM labels WHERE id > ? ORDER BY id", (cursor["labels"],))
         undos = self._read(
@@ -890,17 +1142,20 @@ class AnnotationStore:
             (cursor["undos"],),
         )
         deletions = self._read("SELECT * FROM deletions WHERE seq > ? ORDER BY seq", (cursor["deletions"],))
+        regions = self._read("SELECT * FROM regions WHERE id > ? ORDER BY id", (cursor["regions"],))
         changes = {
             "clips": [dict(row) for row in clips],
             "labels": [_label_dict(row) for row in labels],
             "undos": [dict(row) for row in undos],
             "deletions": [dict(row) for row in deletions],
+            "regions": [dict(row) for row in regions],
         }
         new_cursor = {
             "deletions": deletions[-1]["seq"] if deletions else cursor["deletions"],
             "clips": clips[-1]["seq"] if clips else cursor["clips"],
             "labels": labels[-1]["id"] if labels else cursor["labels"],
             "undos": undos[-1]["undo_seq"] if undos else cursor["undos"],
+            "regions": regions[-1]["id"] if regions else cursor["regions"],
         }
         return changes, new_cursor
 

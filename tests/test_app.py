@@ -208,35 +208,122 @@ def test_logged_in_annotator_is_the_verified_identity(workdir: Path, model_dir: 
 # -- annotate tab ------------------------------------------------------------------------------------
 
 
+SERVED = ("audio", "choice", "guess", "info", "note", "status", "progress", "keys", "quiet_audio")
+
+
+def shown(values: tuple) -> dict:
+    """What the Annotate tab's next/save/skip/undo endpoints return, by name."""
+    assert len(values) == len(SERVED)
+    return dict(zip(SERVED, values))
+
+
 def test_two_annotators_each_keep_their_own_place(server, clips, tmp_path: Path) -> None:
     alice = Client(server[1], verbose=False, download_files=str(tmp_path / "a"))
     bob = Client(server[1], verbose=False, download_files=str(tmp_path / "b"))
     report, _ = alice.predict(str(clips["queue"]), None, "pair", ADMIN_TOKEN, api_name="/load_queue")
     assert "Added **3** clips" in report
 
-    audio, choice, guess, info, _, _ = alice.predict("alice", "pair", "fifo", api_name="/next_clip")
-    first = served_sha(info)
-    assert Path(audio).is_file() and choice["value"] == guess["label"] in LABELS  # pre-filled with the guess
-    *_, info, _, status = alice.predict("alice", "pair", "fifo", "happy", "", api_name="/annotate_save")
-    second = served_sha(info)
-    assert second != first and "alice, you have saved **1** label." in status
+    page = shown(alice.predict("alice", "pair", "fifo", api_name="/next_clip"))
+    first = served_sha(page["info"])
+    assert Path(page["audio"]).is_file() and page["guess"]["value"]["label"] in LABELS
+    assert page["choice"]["value"] is None  # the guess is shown with its score, never pre-selected
+    assert "Clip **1 of 3** in queue **pair** for alice" in page["progress"].replace("<b>", "**").replace("</b>", "**")
+    page = shown(alice.predict("alice", "pair", "fifo", "happy", "", api_name="/annotate_save"))
+    second = served_sha(page["info"])
+    assert second != first and "alice, you have saved **1** label." in page["status"]
 
-    *_, info, _, _ = bob.predict("bob", "pair", "fifo", api_name="/next_clip")
-    assert served_sha(info) == first  # bob has not labelled the first clip yet
+    page = shown(bob.predict("bob", "pair", "fifo", api_name="/next_clip"))
+    assert served_sha(page["info"]) == first  # bob has not labelled the first clip yet
     bob.predict("bob", "pair", "fifo", "sad", "", api_name="/annotate_save")
-    *_, info, _, _ = bob.predict("bob", "pair", "fifo", api_name="/annotate_skip")
-    assert served_sha(info) not in (first, second)  # bob skipped the second clip
+    page = shown(bob.predict("bob", "pair", "fifo", api_name="/annotate_skip"))
+    assert served_sha(page["info"]) not in (first, second)  # bob skipped the second clip
 
-    *_, info, _, status = alice.predict("alice", "pair", "fifo", api_name="/annotate_undo")
-    assert served_sha(info) == first and "alice, you have saved **0** labels." in status  # undo brings the clip back
+    page = shown(alice.predict("alice", "pair", "fifo", api_name="/annotate_undo"))
+    assert served_sha(page["info"]) == first and "alice, you have saved **0** labels." in page["status"]  # undo brings the clip back
     alice.predict("alice", "pair", "fifo", "sad", "", api_name="/annotate_save")
 
-    figures, per_clip, per_annotator = alice.predict(api_name="/agreement")
+    figures, per_clip, per_annotator = alice.predict("pair", api_name="/agreement")
     assert "Fleiss" in figures and "Krippendorff" in figures
     rows = {row[0]: row for row in per_clip["data"]}
     assert rows[first][2] == 2 and rows[first][3] == "sad" and rows[first][4] == 1.0
+    assert all(row[2] >= 2 for row in per_clip["data"])  # clips with one label are not agreement
     counts = {row[0]: row[1] for row in per_annotator["data"]}
     assert counts["alice"] == 1 and counts["bob"] == 1
+
+
+def test_loading_a_folder_predicts_nothing_before_the_first_clip_is_served(server, workdir: Path, monkeypatch,
+                                                                          tmp_path: Path) -> None:
+    """Issue #14, problem 8: every clip of a folder was predicted before the first could be served."""
+    import threading
+
+    folder = workdir / "lazy-queue"
+    folder.mkdir()
+    for index in range(4):
+        tone(folder / f"lazy{index}.wav", 1.0, 1300 + 70 * index)
+    predictor = server[0].ser_context.predictor
+    original, threads = predictor.predict, []
+
+    def watched(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", watched)
+    client = Client(server[1], verbose=False, download_files=str(tmp_path))
+    report, _ = client.predict(str(folder), None, "lazy", ADMIN_TOKEN, api_name="/load_queue")
+    assert "Added **4** clips" in report
+    assert [name for name in threads if name != "ser-predict-queue"] == []  # only the background pass predicts
+    page = shown(client.predict("lena", "lazy", "least_confident", api_name="/next_clip"))
+    assert set(confidences(page["guess"]["value"])) == set(LABELS)
+
+
+def test_loading_progress_is_drawn_on_the_queue_status_not_the_dropdown(server) -> None:
+    """Issue #14, problem 8: the progress bar of loading a folder was drawn inside the queue dropdown."""
+    config = server[0].get_config_file()
+    ids = {component.get("props", {}).get("elem_id"): component["id"] for component in config["components"]}
+    (load,) = [d for d in config["dependencies"] if d.get("api_name") == "load_queue"]
+    assert ids["annotate-queue"] in load["outputs"]  # the dropdown is updated...
+    assert load.get("show_progress_on") == [ids["queue-status"]]  # ...but the progress shows on the status line
+
+
+def test_number_keys_keep_their_meaning_when_the_serving_model_changes(server, workdir: Path, tmp_path: Path) -> None:
+    """Issue #14, problem 10: the number keys changed meaning when the model's label set changed."""
+    folder = workdir / "keys-queue"
+    folder.mkdir()
+    for index in range(2):
+        tone(folder / f"k{index}.wav", 1.0, 1700 + 90 * index)
+    client = Client(server[1], verbose=False, download_files=str(tmp_path))
+    client.predict(str(folder), None, "stable-keys", ADMIN_TOKEN, api_name="/load_queue")
+    before = shown(client.predict("kira", "stable-keys", "fifo", api_name="/next_clip"))
+    assert [value for _, value in before["choice"]["choices"]] == LABELS
+    other = tiny_model(workdir / "tiny-keys", ["calm", "fearful", "boredom"])
+    store_of(server).register_model("tiny-keys", str(other), {})
+    client.predict(api_name="/list_models")  # the Models tab's choices now include it
+    try:
+        client.predict("tiny-keys", ADMIN_TOKEN, api_name="/switch_model")
+        after = shown(client.predict("kira", "stable-keys", "fifo", api_name="/annotate_skip"))
+        assert [value for _, value in after["choice"]["choices"]] == LABELS  # key 1 still means neutral
+        assert after["choice"]["choices"][0][0] == "1 · neutral" and "`1` neutral" in after["keys"]
+        assert set(confidences(after["guess"]["value"])) == {"calm", "fearful", "boredom"}  # the new model's guess
+    finally:
+        client.predict("tiny-a", ADMIN_TOKEN, api_name="/switch_model")
+
+
+def test_a_time_span_of_a_long_clip_is_labelled_through_the_page(server, workdir: Path, tmp_path: Path) -> None:
+    folder = workdir / "span-queue"
+    folder.mkdir()
+    tone(folder / "long-talk.wav", 6.0, 1900)
+    client = Client(server[1], verbose=False, download_files=str(tmp_path))
+    client.predict(str(folder), None, "spans", ADMIN_TOKEN, api_name="/load_queue")
+    page = shown(client.predict("rita", "spans", "fifo", api_name="/next_clip"))
+    said = client.predict("rita", "angry", 2.0, 4.5, "", api_name="/annotate_span")
+    assert "2.00-4.50 s: angry" in said
+    with pytest.raises(AppError, match="inside the clip"):
+        client.predict("rita", "sad", 5.0, 9.0, "", api_name="/annotate_span")
+    store = store_of(server)
+    (full,) = [row[0] for row in store._read("SELECT sha256 FROM clips WHERE queue = 'spans'")]
+    assert full.startswith(served_sha(page["info"]))
+    assert [(r["annotator"], r["label"], r["start_s"], r["end_s"]) for r in store.regions_for(full)] == [
+        ("rita", "angry", 2.0, 4.5)]
 
 
 def test_queue_from_a_csv_keeps_its_labels(client: Client, server, clips, workdir: Path) -> None:

@@ -205,10 +205,10 @@ def test_annotate_works_with_the_store_outside_tmp_and_the_working_directory(wor
             clips = [handle_file(tone(tmp_path / f"q{i}.wav", 1.0, 300 + 50 * i)) for i in range(2)]
             report, _ = client.predict("", clips, "anywhere", "", api_name="/load_queue")
             assert "Added **2** clips" in report
-            audio, _, guess, info, _, _ = client.predict("ann", "anywhere", "fifo", api_name="/next_clip")
+            audio, _, guess, info, *_ = client.predict("ann", "anywhere", "fifo", api_name="/next_clip")
             waveform, rate = sf.read(audio)
-            assert rate == 16000 and len(waveform) == 16000 and guess["label"] in LABELS
-            *_, info, _, status = client.predict("ann", "anywhere", "fifo", "sad", "", api_name="/annotate_save")
+            assert rate == 16000 and len(waveform) == 16000 and guess["value"]["label"] in LABELS
+            _, _, _, info, _, status, *_ = client.predict("ann", "anywhere", "fifo", "sad", "", api_name="/annotate_save")
             assert "saved **1** label" in status and "1 left for ann" in info
     finally:
         subprocess.run(["rm", "-rf", str(parent)], check=True)
@@ -316,7 +316,7 @@ def test_annotators_undo_only_what_their_page_saved(server, tmp_path: Path) -> N
     frank.predict("frank", "undo-q", "fifo", "happy", "", api_name="/annotate_save")
     text = refusal(lambda: mallory.predict("frank", "undo-q", "fifo", api_name="/annotate_undo"))
     assert "no label saved from this page" in text and store.count_labels("frank") == 1
-    *_, status = frank.predict("frank", "undo-q", "fifo", api_name="/annotate_undo")
+    _, _, _, _, _, status, *_ = frank.predict("frank", "undo-q", "fifo", api_name="/annotate_undo")
     assert "saved **0** labels" in status
 
 

@@ -46,7 +46,7 @@ def build_app(config: AppConfig, predictor: Predictor | None = None) -> gr.Block
             with gr.Tab("Demo", id="demo"):
                 model_info, demo_annotator = build_demo_tab(context)
             with gr.Tab("Annotate", id="annotate"):
-                annotate_annotator = build_annotate_tab(context, admin_token)
+                annotate_annotator = build_annotate_tab(context, admin_token, app)
             with gr.Tab("Models", id="models"):
                 build_models_tab(context, model_info, admin_token)
 
