@@ -45,7 +45,7 @@ from finetune.probe import (
     predict_rows,
     train_probe,
 )
-from ser.audio import InvalidAudio
+from ser.audio import InvalidAudio, TooShortToJudge
 from ser.backbones import DEFAULT_BACKBONE, is_encoder_model_type
 from ser.corpora import CorpusError, concatenate_corpora, label_names, load_corpus, waveform, with_label_names
 from ser.labels import EMOTIONS, canonical
@@ -251,7 +251,11 @@ def score_model(model_dir: str, dataset: Dataset, test_idx: np.ndarray, names: l
     rows = dataset.select(test_idx).select_columns(["audio", "path"])
     predicted = []
     for row in tqdm(rows, desc=f"scoring {predictor.version}"):
-        probs = predictor.predict(waveform(row))
+        clip = waveform(row)
+        try:
+            probs = predictor.predict(clip)
+        except TooShortToJudge:  # the app would not judge it, but the new model is scored on it: so is this one
+            probs = dict(zip(predictor.labels, predictor._probabilities(clip).tolist()))
         predicted.append(_canonical_or_raw(max(probs, key=probs.get)))
     truth = [names[i] for i in np.asarray(dataset["label"])[test_idx]]
     known = set(names) | set(predicted)
@@ -398,8 +402,19 @@ class Candidate:
     speaker_head: SpeakerAdaptedHead | None = None  # when the recipe has one
 
 
+def priority_line() -> str:
+    """How this process shares the machine (the app starts it niced, with fewer torch threads)."""
+    import os
+
+    import torch
+
+    niceness = os.nice(0) if hasattr(os, "nice") else 0
+    return f"  running at niceness {niceness} with {torch.get_num_threads()} torch thread(s)"
+
+
 def retrain(args: argparse.Namespace) -> int:
     store = open_store(args.store)
+    print(priority_line(), flush=True)
     data = gather(args, store)
     train_idx, test_idx = split_stage(args, data.dataset)
     serving = serving_model(store, args.base)
