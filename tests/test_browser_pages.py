@@ -21,6 +21,7 @@ from tests.tiny_models import save_tiny_wav2vec2
 # Eight emotions: enough that the plot's own one-row legend cannot fit them on a phone.
 EIGHT = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1400, "height": 900}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,10 @@ def test_the_note_does_not_carry_over_to_the_next_clip(browser, served, tmp_path
     page.locator("#relabel-save").click()
     page.locator("#relabel-status").get_by_text("hana, you have saved").wait_for()
 
+    audio = page.locator("#demo-audio")
+    audio.get_by_role("button", name="Clear").first.click()  # the clip is gone: so are its note and pick
+    page.wait_for_function("() => !document.querySelector('#relabel-choice input[type=radio]:checked')")
+    assert text_box(page, "relabel-note").input_value() == ""
     upload(page, tone(root / "second.wav", 1.5, 420))
     assert text_box(page, "relabel-note").input_value() == ""
     assert page.locator("#relabel-status").inner_text().strip() == ""  # the first clip's message is gone
@@ -99,7 +104,7 @@ def test_the_note_does_not_carry_over_to_the_next_clip(browser, served, tmp_path
 
 def test_a_double_click_on_save_stores_one_row(browser, served, tmp_path: Path) -> None:
     app, url, root = served
-    page = open_page(browser, url)
+    page = open_page(browser, url, LAPTOP)
     upload(page, tone(root / "double.wav", 1.5, 530))
     text_box(page, "relabel-annotator").fill("ivan")
     page.locator("#relabel-consent input[type=checkbox]").check()
@@ -109,6 +114,9 @@ def test_a_double_click_on_save_stores_one_row(browser, served, tmp_path: Path) 
     assert len(wait_for_rows(app.ser_context.store, "ivan", 1)) == 1
     page.locator("#relabel-status").get_by_text("Already saved").wait_for()
     assert "**" not in page.locator("#relabel-status").inner_text()
+    for elem_id in ("relabel-save", "relabel-status"):  # the Save button and its answer, without scrolling
+        box = page.locator(f"#{elem_id}").bounding_box()
+        assert box["y"] + box["height"] <= LAPTOP["height"], elem_id
     page.close()
 
 
@@ -160,6 +168,14 @@ def test_a_reload_shows_the_serving_model_and_every_version(browser, served, tmp
         listed = {line.strip() for text in options.all_inner_texts() for line in text.splitlines()}
         assert {first, "tiny-newer"} <= listed
         assert "No base corpus is configured" in page.locator("#models-corpus-note").inner_text()
+        page.keyboard.press("Escape")
+        page.locator("#models-switch").click()  # not an admin: refused, and no pill stays on its outputs
+        page.get_by_test_id("toast-body").filter(has_text="Only an admin").first.wait_for()
+        deadline = time.monotonic() + 10
+        while visible_error_pills(page, "models-table") + visible_error_pills(page, "models-status") and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert visible_error_pills(page, "models-table") + visible_error_pills(page, "models-status") == 0
     finally:
         context.switch_model(first)
         page.close()

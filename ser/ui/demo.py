@@ -33,7 +33,8 @@ TIMELINE_MIN_WINDOWS = 2  # a timeline needs a clip of at least this many window
 # Tableau 10 (Vega's default): one colour per emotion, in the model's label order.
 PALETTE = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
            "#bab0ac")
-CLEAR_CLIP_STATE_JS = "() => ['', '']"  # the note and the save message
+NEW_CLIP_JS = "() => ['', '', null]"  # a new clip: no note, no save message, no pick until it is predicted
+NEW_ANSWER_JS = "() => ['', '']"  # a new answer for the clip: no note, no save message (the pick is its guess)
 
 
 def model_markdown(predictor: Predictor) -> str:
@@ -353,10 +354,10 @@ def build_demo_tab(context: AppContext) -> DemoTab:
         predict_events.append(trigger(predict, predict_inputs, predict_outputs, api_visibility="private"))
     # Per-clip state: a new clip (or a new answer for it) starts with no note and no old message, so
     # a note written for one clip is never saved with the next. In the browser only: no round trip.
-    audio.change(None, None, [note, status], js=CLEAR_CLIP_STATE_JS)
+    audio.change(None, None, [note, status, relabel], js=NEW_CLIP_JS)
     for event in predict_events:
         without_error_pills(event, predict_outputs)
-        event.success(None, None, [note, status], js=CLEAR_CLIP_STATE_JS)
+        event.success(None, None, [note, status], js=NEW_ANSWER_JS)
         event.success(show_legend, [last_prediction], [timeline_legend], show_progress="hidden", queue=False,
                       api_visibility="private")
     save_outputs = [status, last_prediction, saved_ids]
