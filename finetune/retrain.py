@@ -45,7 +45,7 @@ from finetune.probe import (
     predict_rows,
     train_probe,
 )
-from ser.audio import InvalidAudio, TooShortToJudge
+from ser.audio import InvalidAudio
 from ser.backbones import DEFAULT_BACKBONE, is_encoder_model_type
 from ser.corpora import CorpusError, concatenate_corpora, label_names, load_corpus, waveform, with_label_names
 from ser.labels import EMOTIONS, canonical
@@ -251,11 +251,8 @@ def score_model(model_dir: str, dataset: Dataset, test_idx: np.ndarray, names: l
     rows = dataset.select(test_idx).select_columns(["audio", "path"])
     predicted = []
     for row in tqdm(rows, desc=f"scoring {predictor.version}"):
-        clip = waveform(row)
-        try:
-            probs = predictor.predict(clip)
-        except TooShortToJudge:  # the app would not judge it, but the new model is scored on it: so is this one
-            probs = dict(zip(predictor.labels, predictor._probabilities(clip).tolist()))
+        # any_length: the new model is scored on every test clip, however short, so the serving one is too
+        probs = predictor.predict(waveform(row), any_length=True)
         predicted.append(_canonical_or_raw(max(probs, key=probs.get)))
     truth = [names[i] for i in np.asarray(dataset["label"])[test_idx]]
     known = set(names) | set(predicted)

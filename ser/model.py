@@ -217,7 +217,7 @@ class Predictor:
         """Does the model carry a speaker-adapted head (``ser.adaptation``)?"""
         return bool(getattr(self.model.config, "speaker_adaptation", False))
 
-    def predict(self, audio: Any, context: SpeakerContext | None = None) -> dict[str, float]:
+    def predict(self, audio: Any, context: SpeakerContext | None = None, *, any_length: bool = False) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
 
         The long-clip rule (module docstring): one pass up to ``LONGEST_PASS_S``, else the mean of
@@ -227,8 +227,12 @@ class Predictor:
         holds ``MIN_CONTEXT_CLIPS``, is predicted relative to that voice. Models without a
         speaker-adapted head ignore it. A clip shorter than ``ser.audio.MIN_JUDGED_S`` raises
         ``TooShortToJudge`` (an ``InvalidAudio``): no answer beats a confident guess from a click.
+        ``any_length=True`` lifts that for scoring a model on every clip of a corpus (retrain,
+        distillation), never for an answer someone reads.
         """
-        waveform = check_judgeable(load_audio(audio))
+        waveform = load_audio(audio)
+        if not any_length:
+            check_judgeable(waveform)
         if context is not None and self.adapts_to_speakers:
             pooled = self._pooled_features(waveform)
             context.add(pooled)

@@ -173,6 +173,14 @@ class SessionSaves:
                 del self._saved[key]
 
 
+def _canonical_or_same(label: str) -> str:
+    """The store's name for a label; an unknown one stays as it is (``add_label`` refuses it readably)."""
+    try:
+        return canonical(label)
+    except KeyError:
+        return label
+
+
 def relabel_choices(model: Predictor, value: str | None = None) -> Any:
     """The relabel panel's choices are the serving model's emotions (a switch can change them)."""
     return gr.Radio(choices=model.labels, value=value)
@@ -303,7 +311,7 @@ def build_demo_tab(context: AppContext) -> DemoTab:
                 before = saves.get(session, sha, name)
                 if before is not None and not any(row["id"] == before.label_id for row in store.labels_for(sha)):
                     before = None  # undone or deleted since: saving stores it again
-                if before is not None and (before.label, before.note) == (canonical(label), note):
+                if before is not None and (before.label, before.note) == (_canonical_or_same(label), note):
                     count = store.count_labels(name)
                     return (f"Already saved: **{label}** for this clip. {labels_saved(name, count)} "
                             "Change the emotion or the note to update it.", prediction, list(saved or []))
