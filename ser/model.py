@@ -217,7 +217,8 @@ class Predictor:
         """Does the model carry a speaker-adapted head (``ser.adaptation``)?"""
         return bool(getattr(self.model.config, "speaker_adaptation", False))
 
-    def predict(self, audio: Any, context: SpeakerContext | None = None, *, any_length: bool = False) -> dict[str, float]:
+    def predict(self, audio: Any, context: SpeakerContext | None = None, *,
+                any_length: bool = False) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
 
         The long-clip rule (module docstring): one pass up to ``LONGEST_PASS_S``, else the mean of

@@ -58,9 +58,10 @@ def upload(page, clip: Path) -> None:
     clear = audio.get_by_role("button", name="Clear")
     if clear.count():
         clear.first.click()
+    # No clip, no pick (a new clip clears it); only its prediction picks the model's guess again.
+    page.wait_for_function("() => !document.querySelector('#relabel-choice input[type=radio]:checked')")
     audio.get_by_role("button", name="Upload file").click()  # the microphone is shown first
-    with page.expect_response(lambda response: "/gradio_api/queue/data" in response.url):
-        audio.locator("input[type=file]").set_input_files(str(clip))
+    audio.locator("input[type=file]").set_input_files(str(clip))
     page.locator("#relabel-choice input[type=radio]:checked").wait_for()  # predicted: the guess is picked
 
 

@@ -103,10 +103,12 @@ def base_corpus_note(context: AppContext) -> str:
     config = context.config
     labelled = context.store.count_labels()
     if config.retrain_corpus:
-        return (f"Retraining starts from the base corpus **{config.retrain_corpus}** (`{config.retrain_root}`) "
-                f"with the **{labelled}** stored labels on top.")
+        # the corpus's name only: every visitor sees this line, and server paths are the admins' business
+        return (f"Retraining starts from the base corpus **{config.retrain_corpus}** with the **{labelled}** "
+                "stored labels on top.")
     if config.has_base_corpus:
-        return f"Retraining starts from the base corpus in `--retrain-args` with the **{labelled}** stored labels on top."
+        return (f"Retraining starts from the base corpus in `--retrain-args` with the **{labelled}** stored labels "
+                "on top.")
     return (f"**No base corpus is configured**: a retrain would learn from the **{labelled}** labels in the store "
             "alone, which is small and likely to be rejected (or to know fewer emotions than the serving model). "
             "Start the app with `--retrain-corpus NAME --retrain-root DIR` (e.g. `--retrain-corpus emodb "
@@ -126,7 +128,8 @@ def models_page_state(context: AppContext) -> tuple[pd.DataFrame, Any, str]:
     """The versions table, the version dropdown (set to the serving model) and the base-corpus note,
     read when a page loads: a page built at start-up would list only the versions that existed then."""
     frame = models_frame(context)
-    return frame, gr.Dropdown(choices=list(frame["version"]), value=context.predictor.version), base_corpus_note(context)
+    dropdown = gr.Dropdown(choices=list(frame["version"]), value=context.predictor.version)
+    return frame, dropdown, base_corpus_note(context)
 
 
 def build_models_tab(context: AppContext, model_info: gr.Markdown, admin_token: gr.Textbox) -> ModelsTab:
@@ -292,8 +295,9 @@ def build_models_tab(context: AppContext, model_info: gr.Markdown, admin_token: 
                                          concurrency_limit=1, show_progress_on=[verdict])
     without_error_pills(retrain_event, [verdict])
     stop_button.click(None, None, None, cancels=[retrain_event])
-    for button, handler, inputs, name in ((publish_button, publish, [publish_queue, admin_token], "publish_visitor_clips"),
-                                          (delete_button, delete_annotator, [doomed, admin_token], "delete_annotator"),
-                                          (purge_button, purge, [admin_token], "purge_old_clips")):
+    data_actions = ((publish_button, publish, [publish_queue, admin_token], "publish_visitor_clips"),
+                    (delete_button, delete_annotator, [doomed, admin_token], "delete_annotator"),
+                    (purge_button, purge, [admin_token], "purge_old_clips"))
+    for button, handler, inputs, name in data_actions:
         without_error_pills(button.click(handler, inputs, [data_status], api_name=name), [data_status])
     return ModelsTab(table, version, corpus_note)
