@@ -357,17 +357,18 @@ def build_demo_tab(context: AppContext) -> DemoTab:
 
     predict_outputs = [bars, timeline_plot, model_info, relabel, last_prediction, voice]
     predict_inputs = [audio, adapt, voice, reduce_noise]
-    predict_events = [predict_button.click(predict, predict_inputs, predict_outputs, api_name="predict")]
-    for trigger in (audio.upload, audio.stop_recording):
-        predict_events.append(trigger(predict, predict_inputs, predict_outputs, api_visibility="private"))
+    # One event for the button, an upload and a finished recording: a click while the upload's
+    # prediction runs is dropped ("once") instead of answering again later and resetting the pick
+    # the visitor made in between.
+    predict_event = gr.on([predict_button.click, audio.upload, audio.stop_recording], predict, predict_inputs,
+                          predict_outputs, api_name="predict", trigger_mode="once")
     # Per-clip state: a new clip (or a new answer for it) starts with no note and no old message, so
     # a note written for one clip is never saved with the next. In the browser only: no round trip.
     audio.change(None, None, [note, status, relabel], js=NEW_CLIP_JS)
-    for event in predict_events:
-        without_error_pills(event, predict_outputs)
-        event.success(None, None, [note, status], js=NEW_ANSWER_JS)
-        event.success(show_legend, [last_prediction], [timeline_legend], show_progress="hidden", queue=False,
-                      api_visibility="private")
+    without_error_pills(predict_event, predict_outputs)
+    predict_event.success(None, None, [note, status], js=NEW_ANSWER_JS)
+    predict_event.success(show_legend, [last_prediction], [timeline_legend], show_progress="hidden", queue=False,
+                          api_visibility="private")
     save_outputs = [status, last_prediction, saved_ids]
     without_error_pills(save_button.click(save, [audio, relabel, note, annotator, consent, last_prediction, saved_ids],
                                           save_outputs, api_name="save_correction"), save_outputs)
