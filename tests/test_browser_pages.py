@@ -79,6 +79,8 @@ def wait_for_rows(store, name: str, count: int, settle_s: float = 2.0) -> list[d
 
 
 def test_the_note_does_not_carry_over_to_the_next_clip(browser, served, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     app, url, root = served
     page = open_page(browser, url)
     upload(page, tone(root / "first.wav", 1.5, 310))
@@ -90,8 +92,8 @@ def test_the_note_does_not_carry_over_to_the_next_clip(browser, served, tmp_path
 
     audio = page.locator("#demo-audio")
     audio.get_by_role("button", name="Clear").first.click()  # the clip is gone: so are its note and pick
+    expect(text_box(page, "relabel-note")).to_have_value("", timeout=5000)
     page.wait_for_function("() => !document.querySelector('#relabel-choice input[type=radio]:checked')")
-    assert text_box(page, "relabel-note").input_value() == ""
     upload(page, tone(root / "second.wav", 1.5, 420))
     assert text_box(page, "relabel-note").input_value() == ""
     assert page.locator("#relabel-status").inner_text().strip() == ""  # the first clip's message is gone
