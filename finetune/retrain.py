@@ -251,7 +251,8 @@ def score_model(model_dir: str, dataset: Dataset, test_idx: np.ndarray, names: l
     rows = dataset.select(test_idx).select_columns(["audio", "path"])
     predicted = []
     for row in tqdm(rows, desc=f"scoring {predictor.version}"):
-        probs = predictor.predict(waveform(row))
+        # any_length: the new model is scored on every test clip, however short, so the serving one is too
+        probs = predictor.predict(waveform(row), any_length=True)
         predicted.append(_canonical_or_raw(max(probs, key=probs.get)))
     truth = [names[i] for i in np.asarray(dataset["label"])[test_idx]]
     known = set(names) | set(predicted)
@@ -398,8 +399,19 @@ class Candidate:
     speaker_head: SpeakerAdaptedHead | None = None  # when the recipe has one
 
 
+def priority_line() -> str:
+    """How this process shares the machine (the app starts it niced, with fewer torch threads)."""
+    import os
+
+    import torch
+
+    niceness = os.nice(0) if hasattr(os, "nice") else 0
+    return f"  running at niceness {niceness} with {torch.get_num_threads()} torch thread(s)"
+
+
 def retrain(args: argparse.Namespace) -> int:
     store = open_store(args.store)
+    print(priority_line(), flush=True)
     data = gather(args, store)
     train_idx, test_idx = split_stage(args, data.dataset)
     serving = serving_model(store, args.base)

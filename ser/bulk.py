@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ser.audio import SAMPLE_RATE, InvalidAudio, load_audio
+from ser.audio import SAMPLE_RATE, InvalidAudio, check_judgeable, load_audio
 
 OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
 # Largest probability difference between a clip batched and alone for batching to count as exact.
@@ -40,9 +40,10 @@ class Decoded:
 
 
 def decode(path: str) -> Decoded:
-    """Decode one file (runs in a worker process); bad audio becomes an error, not an exception."""
+    """Decode one file (runs in a worker process); bad audio, or a clip too short to judge (the rule
+    ``Predictor.predict`` applies), becomes an error, not an exception."""
     try:
-        return Decoded(path, load_audio(path))
+        return Decoded(path, check_judgeable(load_audio(path)))
     except InvalidAudio as error:
         return Decoded(path, None, str(error))
     except OSError as error:

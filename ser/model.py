@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ser.adaptation import MIN_CONTEXT_CLIPS, SpeakerContext, SpeakerStats, speaker_stats, standardise
-from ser.audio import SAMPLE_RATE, load_audio, segments
+from ser.audio import MIN_JUDGED_S, SAMPLE_RATE, check_judgeable, load_audio, segments
 from ser.backbones import family
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -217,7 +217,8 @@ class Predictor:
         """Does the model carry a speaker-adapted head (``ser.adaptation``)?"""
         return bool(getattr(self.model.config, "speaker_adaptation", False))
 
-    def predict(self, audio: Any, context: SpeakerContext | None = None) -> dict[str, float]:
+    def predict(self, audio: Any, context: SpeakerContext | None = None, *,
+                any_length: bool = False) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
 
         The long-clip rule (module docstring): one pass up to ``LONGEST_PASS_S``, else the mean of
@@ -225,9 +226,14 @@ class Predictor:
 
         ``context`` holds the same voice's earlier clips (a session): the clip joins it and, once it
         holds ``MIN_CONTEXT_CLIPS``, is predicted relative to that voice. Models without a
-        speaker-adapted head ignore it.
+        speaker-adapted head ignore it. A clip shorter than ``ser.audio.MIN_JUDGED_S`` raises
+        ``TooShortToJudge`` (an ``InvalidAudio``): no answer beats a confident guess from a click.
+        ``any_length=True`` lifts that for scoring a model on every clip of a corpus (retrain,
+        distillation), never for an answer someone reads.
         """
         waveform = load_audio(audio)
+        if not any_length:
+            check_judgeable(waveform)
         if context is not None and self.adapts_to_speakers:
             pooled = self._pooled_features(waveform)
             context.add(pooled)
@@ -254,7 +260,7 @@ class Predictor:
         """
         if not self.adapts_to_speakers or len(clips) < MIN_CONTEXT_CLIPS:
             return [self.predict(clip) for clip in clips]
-        pooled = [self._pooled_features(load_audio(clip)) for clip in clips]
+        pooled = [self._pooled_features(check_judgeable(load_audio(clip))) for clip in clips]
         stats = speaker_stats(np.stack(pooled), self._prior_std())
         return [dict(zip(self.labels, self._head_probabilities(p, stats).tolist())) for p in pooled]
 
@@ -340,6 +346,8 @@ class Predictor:
         rows = []
         for region in utterances(waveform):
             part = waveform[round(region.start_s * SAMPLE_RATE) : round(region.end_s * SAMPLE_RATE)]
+            if len(part) < MIN_JUDGED_S * SAMPLE_RATE:  # a cough between pauses: too short to judge, not a row
+                continue
             rows.append({"start": region.start_s, "end": region.end_s, "probs": self.predict(part)})
         return rows
 

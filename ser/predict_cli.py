@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None) -> Any:
     """Decoded clips denoised and/or checked for speech and trimmed; a clip with no speech becomes an error."""
-    from ser.audio import InvalidAudio
+    from ser.audio import InvalidAudio, check_judgeable
     from ser.speech import prepare
 
     for clip in decoded:
@@ -146,6 +146,7 @@ def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None) -> Any:
                     from ser.denoise import denoise as suppress
 
                     clip.waveform = suppress(clip.waveform, denoise)
+                check_judgeable(clip.waveform)  # trimming can leave less than a judgeable clip
             except InvalidAudio as error:
                 clip.waveform, clip.error = None, str(error)
         yield clip

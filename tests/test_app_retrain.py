@@ -40,17 +40,22 @@ def test_retrain_fails_readably_then_switches_to_the_new_model(server, tmp_path:
 
     with pytest.raises(AppError, match="Only an admin can retrain"):
         client.predict("majority", "", api_name="/retrain")
-    log, info, _, _ = client.predict("majority", TOKEN, api_name="/retrain")
-    assert "nothing to train on" in log and "Retrain failed (exit code 2)" in log
-    assert "keeps serving tiny-serving" in log and "tiny-serving" in info
+    verdict, progress, log, info, _, _ = client.predict("majority", TOKEN, api_name="/retrain")
+    assert verdict.startswith("### Failed (exit code 2)") and "nothing to train on" in verdict
+    assert "keeps serving `tiny-serving`" in verdict and "tiny-serving" in info
+    assert "nothing to train on" in log  # the full log is kept beside the verdict
+    assert "running at niceness" in log and "niceness 0 " not in log  # the child runs at a lower priority
 
     store = app.ser_context.store
     for index in range(6):  # labels as the Demo and Annotate tabs would have saved them
         clip = tone(root / f"labelled{index}.wav", 1.0, 200 + 70 * index)
         store.add_label(store.add_clip(load_audio(clip)), "alice", ("happy", "sad")[index % 2])
-    log, info, table, dropdown = client.predict("majority", TOKEN, api_name="/retrain")
-    assert "[retrain 7/7]" in log and "NOT adopted" in log, log
-    assert f"fewer than the serving model's {len(LABELS)}" in log
+    verdict, progress, log, info, table, dropdown = client.predict("majority", TOKEN, api_name="/retrain")
+    assert "[retrain 7/7]" in log, log
+    assert verdict.startswith("### Kept aside: `v0001-"), verdict  # the verdict first, in words, with the figures
+    assert "new UAR" in verdict and "serving UAR" in verdict
+    assert f"fewer than the serving model's {len(LABELS)}" in verdict
+    assert "value='100'" in progress and "Stage 7 of 7" in progress and "%|" not in progress
     assert store.active_model()["version"] == "tiny-serving" and "tiny-serving" in info
     version = app.ser_context.pending_candidate["version"]
     assert version.startswith("v0001-") and {row[0] for row in table["data"]} == {"tiny-serving", version}

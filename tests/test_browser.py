@@ -83,7 +83,7 @@ def text_box(page, elem_id: str):
 
 def test_upload_predict_and_correct(page, served, tmp_path: Path) -> None:
     app, _, root = served
-    clip = tone(root / "visitor.wav", 4.5, 250)  # longer than a window: the timeline shows too
+    clip = tone(root / "visitor.wav", 7.0, 250)  # two windows or more: the timeline shows too
     page.locator("#demo-audio").get_by_role("button", name="Upload file").click()  # the microphone is shown first
     page.locator("#demo-audio input[type=file]").set_input_files(str(clip))
     page.locator("#demo-predict").click()

@@ -12,10 +12,10 @@ from ser.model import Predictor
 from ser.ui.annotate import build_annotate_tab
 from ser.ui.config import AppConfig, on_spaces
 from ser.ui.context import AppContext
-from ser.ui.demo import build_demo_tab
+from ser.ui.demo import build_demo_tab, demo_page_state
 from ser.ui.keyboard import KEYBOARD_JS
 from ser.ui.login_limit import FailureCounter, LoginLimitMiddleware, RateLimitedAuth
-from ser.ui.models import build_models_tab
+from ser.ui.models import build_models_tab, models_page_state
 
 TITLE = "Speech emotion recognition"
 # Gradio copies every upload and every audio it serves into its cache; a public page would fill the
@@ -44,11 +44,11 @@ def build_app(config: AppConfig, predictor: Predictor | None = None) -> gr.Block
                                  visible=bool(config.admin_token))
         with gr.Tabs():
             with gr.Tab("Demo", id="demo"):
-                model_info, demo_annotator = build_demo_tab(context)
+                demo_tab = build_demo_tab(context)
             with gr.Tab("Annotate", id="annotate"):
                 annotate_annotator = build_annotate_tab(context, admin_token, app)
             with gr.Tab("Models", id="models"):
-                build_models_tab(context, model_info, admin_token)
+                models_tab = build_models_tab(context, demo_tab.model_info, admin_token)
 
         def logged_in_name(request: gr.Request) -> tuple[Any, Any]:
             """With --auth, labels carry the login name: show it and lock the boxes."""
@@ -57,7 +57,14 @@ def build_app(config: AppConfig, predictor: Predictor | None = None) -> gr.Block
                 return box, box
             return gr.Textbox(), gr.Textbox()
 
-        app.load(logged_in_name, None, [demo_annotator, annotate_annotator], api_visibility="private")
+        def page_state() -> tuple[Any, ...]:
+            """The server's state as it is now, on every page load: the serving model (it may have been
+            switched or retrained since start-up) and the registered versions."""
+            return (*demo_page_state(context), *models_page_state(context))
+
+        app.load(page_state, None, [demo_tab.model_info, demo_tab.relabel, models_tab.table, models_tab.version,
+                                    models_tab.corpus_note], api_visibility="private", show_progress="hidden")
+        app.load(logged_in_name, None, [demo_tab.annotator, annotate_annotator], api_visibility="private")
         app.load(None, None, None, js=KEYBOARD_JS)
     app.queue(default_concurrency_limit=config.concurrency_limit, max_size=config.queue_max_size)
     app.ser_context = context  # for tests and embedding: the store and model this page serves

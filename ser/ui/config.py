@@ -34,7 +34,12 @@ class AppConfig:
     hop_s: float = 1.5
     concurrency_limit: int = 2
     queue_max_size: int = 64
-    retrain_args: tuple[str, ...] = ()  # extra flags for `finetune retrain`, e.g. a base corpus
+    retrain_args: tuple[str, ...] = ()  # extra flags for `finetune retrain`
+    # The base corpus a retrain starts from (with the store's labels on top). Without one, a retrain
+    # learns from the store's few labelled clips alone and is nearly always rejected.
+    retrain_corpus: str | None = None
+    retrain_root: Path | None = None
+    retrain_nice: int = 10  # the retrain child's niceness: predictions keep the CPU while it trains
     analytics: bool = False  # Gradio's usage analytics: off unless the user turns them on
     data_roots: tuple[Path, ...] = ()  # server folders the Annotate tab may read; none: uploads only
     admins: tuple[str, ...] = ()  # logins (with auth) that may retrain, switch models and read data roots
@@ -47,6 +52,16 @@ class AppConfig:
     @property
     def retrain_out(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.store / "models"
+
+    @property
+    def retrain_command_args(self) -> tuple[str, ...]:
+        """The flags the Models tab adds to `finetune retrain`: the base corpus, then --retrain-args."""
+        corpus = ("--corpus", self.retrain_corpus, "--root", str(self.retrain_root)) if self.retrain_corpus else ()
+        return (*corpus, *self.retrain_args)
+
+    @property
+    def has_base_corpus(self) -> bool:
+        return bool(self.retrain_corpus) or "--corpus" in self.retrain_args
 
 
 def on_spaces(env: Mapping[str, str]) -> bool:
@@ -103,9 +118,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--max-duration", type=float, default=None, help="longest clip in seconds (default: ser.audio's)")
     parser.add_argument("--concurrency", type=int, default=2, help="predictions run at once (2 CPU cores: keep it small)")
     parser.add_argument("--queue-size", type=int, default=64, help="requests waiting before new ones are refused")
+    parser.add_argument("--retrain-corpus", default=env.get("SER_RETRAIN_CORPUS") or None,
+                        help="base corpus a Models-tab retrain trains on, with the stored labels on top (a name "
+                             "known to ser.corpora, e.g. emodb; needs --retrain-root) [SER_RETRAIN_CORPUS]")
+    parser.add_argument("--retrain-root", type=Path, default=env.get("SER_RETRAIN_ROOT") or None,
+                        help="folder (or CSV) of the --retrain-corpus, e.g. data/emodb [SER_RETRAIN_ROOT]")
     parser.add_argument("--retrain-args", default=env.get("SER_RETRAIN_ARGS", ""),
-                        help="extra flags for the Models tab's `python -m finetune retrain`, e.g. "
-                             "\"--corpus emodb --root /data/emodb\" [SER_RETRAIN_ARGS]")
+                        help="more flags for the Models tab's `python -m finetune retrain`, e.g. "
+                             "\"--holdout 0.3 --epochs 50\" [SER_RETRAIN_ARGS]")
+    parser.add_argument("--retrain-nice", type=int, default=int(env.get("SER_RETRAIN_NICE") or 10),
+                        help="niceness of the retrain process (default 10: predictions stay fast while it "
+                             "trains) [SER_RETRAIN_NICE]")
     parser.add_argument("--analytics", action="store_true",
                         default=env.get("GRADIO_ANALYTICS_ENABLED", "").strip().lower() == "true",
                         help="send Gradio's usage analytics to its developers (off by default) "
@@ -136,7 +159,10 @@ def apply_analytics_setting(config: AppConfig, environ: MutableMapping[str, str]
 def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Flags (``argv``, default ``sys.argv``) over environment (default ``os.environ``) over defaults."""
     env = os.environ if env is None else env
-    args = build_parser(env).parse_args(argv)
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    if bool(args.retrain_corpus) != bool(args.retrain_root):
+        parser.error("--retrain-corpus and --retrain-root go together (the corpus's name and its folder)")
     return AppConfig(
         model=args.model or None,
         store=args.store,
@@ -150,6 +176,9 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         concurrency_limit=args.concurrency,
         queue_max_size=args.queue_size,
         retrain_args=tuple(shlex.split(args.retrain_args)),
+        retrain_corpus=args.retrain_corpus or None,
+        retrain_root=Path(args.retrain_root) if args.retrain_root else None,
+        retrain_nice=max(0, min(19, args.retrain_nice)),
         analytics=args.analytics,
         data_roots=tuple(args.data_roots) if args.data_roots else parse_roots(env.get("SER_DATA_ROOTS")),
         admins=args.admins,
