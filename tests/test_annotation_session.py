@@ -266,3 +266,13 @@ def test_a_big_folder_can_be_annotated_while_it_is_still_being_added(desk: Annot
     reports = list(steps)
     assert [report.added for report in reports] == [25, 50, 60] and reports[-1].finished
     assert "Added **60** clips to queue **big** (now 60 clips)." in reports[-1].text and model.calls == 1
+
+
+def test_a_clip_too_short_to_judge_is_refused_when_added_and_the_rest_are_served(desk: AnnotationDesk, store) -> None:
+    """Issue #14, problem 10: a 0.1 s clip got a confident guess; in a queue it must not block the annotator."""
+    clips = [SourceClip(name="click.wav", decode=lambda: noise(7, seconds=0.1)), *source_clips(2)]
+    report = desk.add_clips(clips, "q", "folder", fill=False)
+    assert report.added == 2 and len(report.failures) == 1
+    assert "click.wav" in report.failures[0] and "too short to judge" in report.failures[0]
+    served = desk.next("ann", "q", "fifo", None)
+    assert served.state.sha is not None and store.count_clips("q") == 2

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ser.audio import check_judgeable
 from ser.model import Predictor
 from ser.store import AnnotationStore, InvalidRequest, QueueAgreement, QueueSettings
 from ser.ui.clip_sources import SourceClip, UnusableSource
@@ -191,7 +192,8 @@ class AnnotationDesk:
         added, failures = 0, []
         for clip in clips:
             try:
-                waveform = clip.decode()
+                # refused now, not when served: a queue must never hold a clip no model can judge
+                waveform = check_judgeable(clip.decode())
                 sha = store.add_clip(waveform, source=clip.name, speaker=clip.speaker, queue=queue)
                 if clip.label:
                     try:
