@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if getattr(args, "segments", False):
-        return run_segments(predictor, todo, args)
+        return run_segments(predictor, todo, args, out)
     workers = args.workers if args.workers is not None else default_workers(len(todo))
     batch_size = args.batch_size if args.batch_size > 1 and batching_is_exact(predictor) else 1
     writer = ResultWriter(out, predictor.labels, resume=args.resume) if out is not None else None
@@ -151,35 +151,52 @@ def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None) -> Any:
         yield clip
 
 
-def run_segments(predictor: Any, files: list[Path], args: argparse.Namespace) -> int:
-    """``--segments``: a row per utterance of every file (start and end in seconds)."""
-    from ser.audio import InvalidAudio
-    from ser.speech import NoSpeech
+def run_segments(predictor: Any, files: list[Path], args: argparse.Namespace, out: Path | None = None) -> int:
+    """``--segments``: a row per utterance of every file (start and end in seconds), printed and,
+    with ``--out``/``--csv``, written there (a file's rows together, so ``--resume`` skips whole files)."""
+    from ser.bulk import ResultWriter
 
     labels, failures = predictor.labels, 0
+    writer = ResultWriter(out, labels, resume=args.resume, extra=("start", "end")) if out is not None else None
     if not args.json:
         print("| file | start | end | prediction | " + " | ".join(labels) + " |")
         print("|---|---:|---:|---|" + "---:|" * len(labels))
-    for path in files:
-        try:
-            rows = predictor.utterances(path, denoise=args.denoise)
-        except (InvalidAudio, OSError) as error:
-            failures += 1
-            print(f"error: {path}: {error}", file=sys.stderr)
-            continue
-        if not rows:
-            failures += 1
-            print(f"error: {path}: {NoSpeech()}", file=sys.stderr)
-        for row in rows:
-            probs = row["probs"]
-            top = max(probs, key=probs.get)
-            if args.json:
-                print(json.dumps({"path": str(path), "start": round(row["start"], 3), "end": round(row["end"], 3),
-                                  "label": top, "probs": probs}))
-            else:
-                print(f"| {path} | {row['start']:.2f} | {row['end']:.2f} | {top} | "
-                      + " | ".join(f"{probs[label]:.3f}" for label in labels) + " |")
+    try:
+        for path in files:
+            failures += _print_segments(predictor, path, args, writer)
+    finally:
+        if writer is not None:
+            writer.close()
     return 1 if failures else 0
+
+
+def _print_segments(predictor: Any, path: Path, args: argparse.Namespace, writer: Any) -> int:
+    """One file's utterance rows, printed and written; 1 when the file failed, else 0."""
+    from ser.audio import InvalidAudio
+    from ser.speech import NoSpeech
+
+    labels = predictor.labels
+    try:
+        rows = predictor.utterances(path, denoise=args.denoise)
+    except (InvalidAudio, OSError) as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        return 1
+    if not rows:
+        print(f"error: {path}: {NoSpeech()}", file=sys.stderr)
+        return 1
+    if writer is not None:
+        writer.write_rows(str(path), [(row["probs"], {"start": round(row["start"], 3), "end": round(row["end"], 3)})
+                                      for row in rows])
+    for row in rows:
+        probs = row["probs"]
+        top = max(probs, key=probs.get)
+        if args.json:
+            print(json.dumps({"path": str(path), "start": round(row["start"], 3), "end": round(row["end"], 3),
+                              "label": top, "probs": probs}))
+        else:
+            print(f"| {path} | {row['start']:.2f} | {row['end']:.2f} | {top} | "
+                  + " | ".join(f"{probs[label]:.3f}" for label in labels) + " |")
+    return 0
 
 
 def default_workers(n_files: int) -> int:
