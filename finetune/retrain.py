@@ -497,7 +497,7 @@ def train_stage(
 
 
 RECIPE_KEYS = ("pooling", "layer_mix", "head_hidden_size", "dropout", "optimizer", "l2", "lr", "weight_decay",
-               "balance", "adapt")
+               "balance", "adapt", "denoise")
 
 
 def serving_recipe(serving: ServingModel | None) -> dict[str, Any]:

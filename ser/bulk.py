@@ -37,6 +37,7 @@ class Decoded:
     path: str
     waveform: np.ndarray | None
     error: str | None = None
+    heard: bool = False  # already as the model must hear it (``Predictor.heard``): not denoised again
 
 
 def decode(path: str) -> Decoded:
@@ -140,9 +141,12 @@ def predict_stream(
 
     def flush() -> Iterator[tuple[Decoded, dict[str, float] | None]]:
         if len(held) == 1:
-            yield held[0], predictor.predict((SAMPLE_RATE, held[0].waveform))
+            clip = held[0]
+            yield clip, (predictor.predict_heard(clip.waveform) if clip.heard
+                         else predictor.predict((SAMPLE_RATE, clip.waveform)))
         elif held:
-            for clip, probs in zip(held, predict_same_length(predictor, [c.waveform for c in held])):
+            heard = [c.waveform if c.heard else predictor.heard(c.waveform) for c in held]
+            for clip, probs in zip(held, predict_same_length(predictor, heard)):
                 yield clip, dict(zip(predictor.labels, probs.tolist()))
         held.clear()
 
@@ -165,7 +169,8 @@ def adapted_stream(predictor: Any, clips: Iterable[Decoded]) -> Iterator[tuple[D
     """
     def flush(group: list[Decoded]) -> Iterator[tuple[Decoded, dict[str, float] | None]]:
         good = [clip for clip in group if clip.waveform is not None]
-        answers = iter(predictor.predict_group([(SAMPLE_RATE, clip.waveform) for clip in good]))
+        heard = bool(good) and all(clip.heard for clip in good)
+        answers = iter(predictor.predict_group([(SAMPLE_RATE, clip.waveform) for clip in good], heard=heard))
         for clip in group:
             yield clip, (next(answers) if clip.waveform is not None else None)
 

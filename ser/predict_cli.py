@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         decoded = decoded_stream(todo, workers)
         if getattr(args, "vad", False) or getattr(args, "denoise", None):
-            decoded = prepared_stream(decoded, vad=args.vad, denoise=args.denoise)
+            decoded = prepared_stream(decoded, vad=args.vad, denoise=args.denoise, predictor=predictor)
         if args.adapt_by and not predictor.adapts_to_speakers:
             progress.write(f"note: {predictor.name} has no speaker-adapted head; --adapt-by is ignored", file=sys.stderr)
         stream = (adapted_stream(predictor, decoded) if args.adapt_by and predictor.adapts_to_speakers
@@ -132,20 +132,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None) -> Any:
-    """Decoded clips denoised and/or checked for speech and trimmed; a clip with no speech becomes an error."""
+def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None, predictor: Any = None) -> Any:
+    """Decoded clips denoised and/or checked for speech and trimmed; a clip with no speech becomes an error.
+
+    A model trained on denoised audio gets its own method (``Predictor.heard``) whatever ``--denoise`` says,
+    denoised before the speech is looked for, and is not denoised again."""
     from ser.audio import InvalidAudio
     from ser.speech import prepare
 
+    method = (getattr(predictor, "denoise", None) or denoise) if predictor is not None else denoise
     for clip in decoded:
         if clip.waveform is not None:
             try:
                 if vad:
-                    clip.waveform = prepare(clip.waveform, trim=True, denoise=denoise)
-                else:
+                    clip.waveform = prepare(clip.waveform, trim=True, denoise=method)
+                elif method:
                     from ser.denoise import denoise as suppress
 
-                    clip.waveform = suppress(clip.waveform, denoise)
+                    clip.waveform = suppress(clip.waveform, method)
+                clip.heard = True
             except InvalidAudio as error:
                 clip.waveform, clip.error = None, str(error)
         yield clip
