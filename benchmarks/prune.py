@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 from finetune.cache import encode_clip  # noqa: E402
 from finetune.data import speaker_kfold  # noqa: E402
-from finetune.probe import CachedFeatures, ProbeOptions, build_probe, probe_config, train_head_lbfgs  # noqa: E402
+from finetune.probe import CachedFeatures, ProbeOptions, probe_config, train_head_lbfgs  # noqa: E402
 from finetune.prune import prune_probe  # noqa: E402
 from ser.backbones import OFFLINE_WHISPER_BASE  # noqa: E402
 from ser.corpora import label_names, load_corpus, waveform  # noqa: E402
