@@ -6,16 +6,20 @@ Within each of ``--folds`` speaker folds (``finetune.data.speaker_kfold``):
   on the fold's training speakers only (the embedded default model has heard every EmoDB speaker,
   so it would be no honest teacher here), from the cached hidden states;
 - distilled student: the light CNN (``finetune.distill``) on the training clips with their labels
-  and the teacher's soft labels, plus ``--augment`` augmented copies of them labelled by the
-  teacher only (the unlabelled audio);
-- hard student: the same CNN, same clips and augmented copies, but with the true labels only
-  (alpha 0), so any difference is the teacher's.
+  and the teacher's soft labels, labelled audio only;
+- distilled + unlabelled: the same plus unlabelled audio the teacher alone labels: ``--augment``
+  augmented copies of the training clips and ``--unlabelled-clips`` clips of other corpora
+  (``--unlabelled-corpora``, their labels ignored; spread over each corpus);
+- hard student: the same CNN on the training clips with the true labels only (alpha 0), so any
+  difference is the teacher's; and, with ``--augment``, the hard student on the training clips plus
+  their augmented copies with the true labels (so the unlabelled row's gain is not augmentation alone).
 
 All three are scored on the fold's test speakers; UAR is pooled over folds (and per fold). Speed:
 the last fold's teacher and student are saved as checkpoints, loaded with
 ``Predictor.from_pretrained(runtime="eager")`` and timed on the same clips in the same run.
 
-Run: ``python benchmarks/distill.py [--folds 5] [--epochs 25] [--augment 1]``. Needs EmoDB at
+Run: ``python benchmarks/distill.py [--folds 5] [--epochs 25] [--augment 1] [--unlabelled-corpora nemo,emovo,turev
+--unlabelled-root /work/corpora --unlabelled-clips 150]``. Needs EmoDB at
 ``$SER_SHARED_DATA/emodb``; exits 0 with a message when it is absent. The teacher's hidden states
 come from the probe cache (extracted on first use: about 10 min per copy on a loaded 2-CPU machine).
 """
@@ -42,7 +46,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from finetune.cache import clip_hash  # noqa: E402
+from finetune.cache import cached_hidden_states, clip_hash  # noqa: E402
 from finetune.data import speaker_kfold  # noqa: E402
 from finetune.distill import (  # noqa: E402
     UNLABELLED, DistillOptions, augmented_copies, light_features, predict_light, save_student,
@@ -80,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=DistillOptions.epochs)
     parser.add_argument("--augment", type=int, default=1, help="augmented copies per training clip (teacher-labelled)")
+    parser.add_argument("--unlabelled-corpora", default="", help="other corpora (ser.corpora names, comma-separated) "
+                        "whose clips the teacher labels, their own labels ignored")
+    parser.add_argument("--unlabelled-root", type=Path, default=None,
+                        help="folder holding one sub-folder per unlabelled corpus (default: beside --root)")
+    parser.add_argument("--unlabelled-clips", type=int, default=150, help="unlabelled clips in all, spread over the corpora")
     parser.add_argument("--temperature", type=float, default=DistillOptions.temperature)
     parser.add_argument("--alpha", type=float, default=DistillOptions.alpha)
     parser.add_argument("--channels", default="16,32,64")
@@ -110,25 +119,38 @@ def main(argv: list[str] | None = None) -> int:
     copies = augmented_copies(waves, [clip_hash(row) for row in dataset], args.augment, args.seed)
     options = DistillOptions(channels=tuple(int(c) for c in args.channels.split(",")), epochs=args.epochs,
                              augment=args.augment, temperature=args.temperature, alpha=args.alpha, seed=args.seed)
-    student_frames = light_features(student_extractor(options), waves + copies)
+    others = unlabelled_corpora(args)
+    other_waves = [waveform(row) for row in others] if others is not None else []
+    other_means = (torch.from_numpy(np.asarray(cached_hidden_states(
+        others, encoder_probe(probe_options.backbone), cache_dir=args.cache_dir).with_format("numpy")["layer_means"])).float()
+        if others is not None else torch.zeros((0, *features.means.shape[1:])))
+    student_frames = light_features(student_extractor(options), waves + copies + other_waves)
+    other_rows = np.arange(len(waves) + len(copies), len(student_frames))
     config = probe_config(encoder_probe(probe_options.backbone).config, names, replace(probe_options, augment=0))
 
     folds = speaker_kfold(dataset, k=args.folds, seed=args.seed)
     truth: list[int] = []
-    preds: dict[str, list[int]] = {"teacher": [], "distilled": [], "hard": []}
-    per_fold, train_seconds = [], {"distilled": 0.0, "hard": 0.0}
+    kinds = ["distilled", *(["unlabelled"] if len(copies) or len(other_waves) else []), "hard",
+             *(["hard_copies"] if len(copies) else [])]
+    preds: dict[str, list[int]] = {"teacher": [], **{kind: [] for kind in kinds}}
+    per_fold, train_seconds = [], {kind: 0.0 for kind in kinds}
     for fold, (train_idx, test_idx) in enumerate(folds):
         teacher, _ = train_head_lbfgs(config, features, labels, features.rows(train_idx, with_copies=False), probe_options)
         with torch.no_grad():
-            teacher_logits = teacher.forward_pooled(features.means)  # row order = waves + copies
-        rows = features.rows(train_idx, with_copies=True)
-        copy_rows = rows[len(train_idx):]
-        hard_labels = np.full(len(features.clip), UNLABELLED)
-        hard_labels[rows] = labels[features.clip[rows]]
-        soft_labels = hard_labels.copy()
-        soft_labels[copy_rows] = UNLABELLED  # the augmented copies: teacher labels only
+            # row order = waves + copies + other corpora's clips
+            teacher_logits = torch.cat([teacher.forward_pooled(features.means), teacher.forward_pooled(other_means)])
+        originals = features.rows(train_idx, with_copies=False)
+        with_copies = features.rows(train_idx, with_copies=True)
+        true_labels = np.full(len(student_frames), UNLABELLED)
+        true_labels[with_copies] = labels[features.clip[with_copies]]
+        teacher_only = true_labels.copy()
+        teacher_only[with_copies[len(train_idx):]] = UNLABELLED  # the augmented copies: teacher labels only
         fold_preds = {"teacher": teacher_logits[test_idx].argmax(-1).numpy()}
-        for kind, alpha, row_labels in (("distilled", options.alpha, soft_labels), ("hard", 0.0, hard_labels)):
+        recipes = {"distilled": (options.alpha, originals, true_labels),
+                   "unlabelled": (options.alpha, np.concatenate([with_copies, other_rows]), teacher_only),
+                   "hard": (0.0, originals, true_labels), "hard_copies": (0.0, with_copies, true_labels)}
+        for kind in kinds:
+            alpha, rows, row_labels = recipes[kind]
             t0 = time.perf_counter()
             chosen = [student_frames[i] for i in rows]
             model = train_light_student(chosen, row_labels[rows], teacher_logits[rows], names, replace(options, alpha=alpha))
@@ -163,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_params = sum(p.numel() for p in teacher_p.model.parameters())
     meta = {
         "corpus": "emodb", "clips": n, "augmented_copies": len(copies), "folds": len(folds),
+        "unlabelled_corpora": args.unlabelled_corpora, "unlabelled_clips": len(other_waves),
         "teacher": f"{probe_options.backbone} probe ({probe_options.layer_mix} layer means, linear, L-BFGS), "
                    "fitted per fold on the training speakers",
         "student": f"{options.student} channels {list(options.channels)}", "options": asdict(options),
@@ -183,12 +206,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def unlabelled_corpora(args: argparse.Namespace) -> Any:
+    """``--unlabelled-clips`` clips of the ``--unlabelled-corpora`` (labels dropped), spread evenly over each
+    corpus's rows; None when none are asked for or found."""
+    from datasets import concatenate_datasets
+
+    names = [name for name in args.unlabelled_corpora.split(",") if name]
+    root = args.unlabelled_root or args.root.parent
+    parts = [load_corpus(name, root / name) for name in names if (root / name).is_dir()]
+    if not parts or args.unlabelled_clips <= 0:
+        return None
+    per = max(1, args.unlabelled_clips // len(parts))
+    parts = [part.select(np.linspace(0, len(part) - 1, min(per, len(part))).round().astype(int).tolist())
+             .select_columns(["audio", "path"]) for part in parts]
+    return concatenate_datasets(parts)
+
+
 def markdown(result: dict[str, Any]) -> str:
     meta, pooled, speed = result["meta"], result["pooled"], result["latency"]
     fold_uar = {kind: [fold[kind] for fold in result["folds"]] for kind in pooled}
     lines = [
         f"# Distillation on EmoDB: {meta['folds']} speaker folds, {meta['clips']} clips "
-        f"(+ {meta['augmented_copies']} augmented copies, teacher-labelled)",
+        f"(+ {meta['augmented_copies']} augmented copies and {meta.get('unlabelled_clips', 0)} clips of "
+        f"{meta.get('unlabelled_corpora') or 'no other corpus'}, teacher-labelled)",
         "",
         f"Teacher: {meta['teacher']}. Student: {meta['student']}, {meta['options']['epochs']} epochs, "
         f"T = {meta['options']['temperature']}, alpha = {meta['options']['alpha']}.",
@@ -196,10 +236,17 @@ def markdown(result: dict[str, Any]) -> str:
         "| model | UAR (pooled) | accuracy | macro-F1 | UAR per fold (mean ± std) | parameters | per-clip latency |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    extra = (f"{meta['augmented_copies']} augmented copies" if meta["augmented_copies"] else "",
+             f"{meta.get('unlabelled_clips', 0)} clips of {meta.get('unlabelled_corpora')}" if meta.get("unlabelled_clips") else "")
     rows = (("teacher (Whisper base probe)", "teacher", meta["teacher_parameters"], speed["teacher_s"]),
-            ("student, distilled", "distilled", meta["student_parameters"], speed["student_s"]),
-            ("student, hard labels only", "hard", meta["student_parameters"], speed["student_s"]))
+            ("student, distilled (labelled clips)", "distilled", meta["student_parameters"], speed["student_s"]),
+            (f"student, distilled + unlabelled ({' + '.join(e for e in extra if e)}, teacher labels only)", "unlabelled",
+             meta["student_parameters"], speed["student_s"]),
+            ("student, hard labels only", "hard", meta["student_parameters"], speed["student_s"]),
+            ("student, hard labels + augmented copies (true labels)", "hard_copies", meta["student_parameters"], speed["student_s"]))
     for title, kind, params, seconds in rows:
+        if kind not in pooled:
+            continue
         m = pooled[kind]
         lines.append(f"| {title} | {m['uar']:.3f} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | "
                      f"{np.mean(fold_uar[kind]):.3f} ± {np.std(fold_uar[kind]):.3f} | {params:,} | {seconds * 1000:.1f} ms |")

@@ -10,9 +10,14 @@ speaker-stratified subset of ``--clips`` clips. Test clips are re-scored with:
 - reverberation: a synthetic room impulse response (exponentially decaying noise, RT60 0.6 s);
 
 for these variants: the model as is (trained on clean clips); the same with each test clip denoised
-(``ser.denoise``, ``--denoisers``) or trimmed to its speech (``ser.speech``); and the head trained
-with noise augmentation (the training folds' features from every noisy copy too, the same noise
-types and SNRs: a matched-condition upper bound).
+(``ser.denoise``, ``--denoisers``) or trimmed to its speech (``ser.speech``); the head trained on
+denoised clips and tested on denoised clips (what ``finetune probe --denoise`` trains and
+``Predictor`` then serves: no extra encoding, the denoised clean clips are its training set); and the
+head trained with noise augmentation (the training folds' features from every noisy copy too, the
+same noise types and SNRs: a matched-condition upper bound).
+
+DeepFilterNet3 costs about 2 s per second of audio on one core, so its run takes a subset:
+``--conditions`` keeps only the named conditions (the noise of each is the one the full run uses).
 
     python benchmarks/robustness.py --root /path/to/emodb --clips 200 --snrs 20,10,5,0
 
@@ -176,10 +181,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clean = [waves_full[i] for i in subset]
     groups = groups_full[subset]
     snrs = [float(s) for s in args.snrs.split(",") if s.strip()]
-    names = conditions(snrs)
+    every = conditions(snrs)
+    wanted = [c.strip() for c in (args.conditions or "").split(",") if c.strip()]
+    unknown = sorted(set(wanted) - set(every))
+    if unknown:
+        raise SystemExit(f"unknown conditions {unknown}; these exist: {', '.join(every)}")
+    names = [c for c in every if not wanted or c in wanted]
+    if "clean" not in names:
+        names.insert(0, "clean")  # the clean-trained heads' training set
     started = time.perf_counter()
     noisy: dict[str, list[np.ndarray]] = {}
-    for c, condition in enumerate(names):
+    for condition in names:
+        c = every.index(condition)  # the full run's seed for this condition: the same noise
         noisy[condition] = []
         for i, (row, wave) in enumerate(zip(subset, clean)):
             others = [waves_full[j] for j in np.flatnonzero(groups_full != groups[i])]
@@ -204,13 +217,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         audio_s = sum(len(w) for c in names for w in noisy[c]) / RATE
         timing[variant] = spent / audio_s
     train_sets = {"clean": [means["clean"]], "noisy": [means[c] for c in names]}
+    denoisers = [m for m in args.denoisers.split(",") if m]
+    for method in denoisers:  # trained on denoised clips, served denoised (finetune probe --denoise)
+        train_sets[f"denoised-{method}"] = [test_sets[("clean", f"denoised ({method})|clean")]]
+        test_sets |= {(f"denoised-{method}", f"trained and tested denoised ({method})|{c}"):
+                      test_sets[("clean", f"denoised ({method})|{c}")] for c in names}
     preds = loso_predictions(dataset, train_sets, test_sets, fp.options_from({**RECIPE, "backbone": backbone}))
     y = np.asarray(dataset["label"])
     table: dict[str, dict[str, float]] = {}
     for (_, key), pred in preds.items():
         variant, condition = key.split("|")
         table.setdefault(variant, {})[condition] = uar(y, pred)
-    order = ["as is", *transforms, "noise-trained"]
+    order = ["as is", *transforms, *(f"trained and tested denoised ({m})" for m in denoisers), "noise-trained"]
     return {
         "clips": len(subset),
         "speakers": len(set(groups.tolist())),
@@ -241,7 +259,8 @@ def markdown(result: dict[str, Any]) -> str:
         "The default model's probe recipe (whisper-base-offline, linear head, plain single-clip head); test clips "
         "with additive noise at the given SNR (babble: four other speakers' clips summed) or a synthetic "
         f"room (RT60 {RT60_S} s). Variants: trained on clean clips as is, with the test clip denoised or trimmed "
-        "to its speech, and trained with the same noise types as augmentation (matched conditions). "
+        "to its speech, trained and tested on denoised clips (`finetune probe --denoise`), and trained with the "
+        "noise types of this table as augmentation (matched conditions). "
         "Regenerate: `python benchmarks/robustness.py --root DIR --clips N --snrs ...`.",
         "",
         "| variant | " + " | ".join(names) + " | mean (noisy) |",
@@ -272,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=200, help="speaker-stratified subset size")
     parser.add_argument("--snrs", default="20,10,5,0", help="SNRs in dB, comma-separated")
     parser.add_argument("--denoisers", default="spectral", help="ser.denoise methods to test, comma-separated ('' for none)")
+    parser.add_argument("--conditions", default=None,
+                        help="only these conditions, comma-separated, e.g. 'clean,white 5 dB,babble 5 dB' (default: all)")
     parser.add_argument("--trim", action=argparse.BooleanOptionalAction, default=True, help="the VAD-trimmed variant")
     parser.add_argument("--backbone", default=RECIPE["backbone"], help="encoder of the probe (tests: a tiny one)")
     parser.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,8 @@ The encoder is the slow part of a probe and it never changes, so each clip goes 
 every later epoch, fold, pooling or head size reads the cache. A cache entry is keyed by the
 backbone and the content hash of the clips' audio (not their paths), so moving a corpus keeps
 its cache and editing a clip invalidates it. Augmented copies are cached the same way, one
-dataset per copy number, so adding copies never re-extracts the originals.
+dataset per copy number, so adding copies never re-extracts the originals. Denoised audio
+(``ser.denoise``, a probe's ``--denoise``) is cached apart from raw audio, per method.
 """
 
 from __future__ import annotations
@@ -81,12 +82,15 @@ def cached_hidden_states(
     copy: int = 0,
     augment: Augment | None = None,
     seed: int = 0,
+    denoise: str | None = None,
 ) -> Dataset:
     """Per-clip hidden states of ``dataset`` in row order, from the cache or extracted now.
 
     Columns: ``clip_hash``, ``layer_means`` (layers, width) float32 and, with ``with_frames``,
     ``frames`` (frames, layers, width) float16. ``copy`` > 0 with ``augment`` gives the
     ``copy``-th augmented version of every clip, reproducible from ``seed`` and the clip's hash.
+    ``denoise`` (a ``ser.denoise`` method) encodes the clip denoised, after any augmentation: a model
+    served with denoising hears noisy audio denoised, so its noisy training copies are denoised too.
 
     A clip is encoded once whatever dataset it comes in: a corpus, a mix of corpora, a subset
     after a label map. Clips cached under another clip list are reused; only the others are
@@ -96,7 +100,7 @@ def cached_hidden_states(
         raise ValueError("augmented copies need an augment function")
     hashes = [clip_hash(row) for row in dataset.select_columns(["audio", "path"])]
     kind = "frames" if with_frames else "means"
-    suffix = f"copy{copy}-seed{seed}" if copy else "copy0"
+    suffix = (f"copy{copy}-seed{seed}" if copy else "copy0") + (f"-denoise_{denoise}" if denoise else "")
     root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / backbone_key(probe)
     target = root / clips_key(hashes) / f"{suffix}-{kind}"
     if (target / "dataset_info.json").is_file():
@@ -109,7 +113,8 @@ def cached_hidden_states(
     known = _cached_rows(root, suffix, with_frames)
     missing = [i for i, h in enumerate(hashes) if h not in known]
     if missing:
-        new = _extract(dataset.select(missing), [hashes[i] for i in missing], probe, with_frames, copy, augment, seed)
+        new = _extract(dataset.select(missing), [hashes[i] for i in missing], probe, with_frames, copy, augment, seed,
+                       denoise)
         entry = root / clips_key([hashes[i] for i in missing]) / f"{suffix}-{kind}"
         _save(new, entry, [hashes[i] for i in missing], probe)
         if len(missing) == len(hashes):
@@ -159,6 +164,7 @@ def _extract(
     copy: int,
     augment: Augment | None,
     seed: int,
+    denoise: str | None = None,
 ) -> Dataset:
     layers, width = probe.config.num_layers, probe.config.hidden_size
     features = {"clip_hash": Value("string"), "layer_means": Array2D((layers, width), "float32")}
@@ -170,6 +176,10 @@ def _extract(
         if copy:
             clip_seed = copy_seed(seed, copy, hashes[index])
             samples = np.asarray(augment(samples, clip_seed), dtype=np.float32)
+        if denoise:
+            from ser.denoise import denoise as suppress
+
+            samples = suppress(samples, denoise)
         states = encode_clip(probe, samples)
         out = {"clip_hash": hashes[index], "layer_means": states.mean(axis=0)}
         if with_frames:
@@ -181,7 +191,8 @@ def _extract(
         with_indices=True,
         remove_columns=["audio", "path"],
         features=Features(features),
-        desc=f"encoding {probe.config.backbone} ({'copy' + str(copy) if copy else 'copy0'})",
+        desc=f"encoding {probe.config.backbone} ({'copy' + str(copy) if copy else 'copy0'}"
+             f"{', denoised ' + denoise if denoise else ''})",
         load_from_cache_file=False,
     )
 

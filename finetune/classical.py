@@ -22,6 +22,7 @@ from finetune.data import speaker_groups
 from finetune.options import check_choices, from_mapping, parse_command, save_config
 from ser.cache import CACHE_ENV, cache_root
 from ser.classical import FEATURE_SETS, FEATURES_VERSION, ClassicalModel, extract_features, feature_dim
+from ser.denoise import METHODS as DENOISE_METHODS
 
 ESTIMATORS: tuple[str, ...] = ("svm", "tree", "mlp")
 SVM_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
@@ -40,6 +41,9 @@ class ClassicalOptions:
     seed: int = field(default=0, metadata={"help": "fixes the split and the estimator's randomness"})
     model_dir: str | None = field(default=None, metadata={
         "help": "cross-validation: also save each fold's model here (benchmarks size it)"})
+    denoise: str | None = field(default=None, metadata={
+        "help": "denoise the training audio before the features; the model records it and Predictor "
+        "denoises every clip it serves the same way", "choices": DENOISE_METHODS})
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -61,10 +65,13 @@ def default_cache_dir() -> Path:
     return cache_root() / "features" / "classical"
 
 
-def corpus_features(dataset: Any, feature_set: str, cache_dir: str | Path | None = None) -> np.ndarray:
+def corpus_features(
+    dataset: Any, feature_set: str, cache_dir: str | Path | None = None, denoise: str | None = None
+) -> np.ndarray:
     """Feature matrix (n_clips, dim) for every clip of a corpus dataset, extracting only uncached clips.
 
     Combined sets reuse the caches of their parts, so "mfcc+egemaps" costs nothing after both.
+    ``denoise`` (a ``ser.denoise`` method): features of the denoised clips, cached apart.
     """
     from tqdm.auto import tqdm
 
@@ -75,13 +82,19 @@ def corpus_features(dataset: Any, feature_set: str, cache_dir: str | Path | None
     sources = _audio_sources(dataset)
     data = [_source_bytes(source) for source in sources]
     digests = [hashlib.sha256(blob).hexdigest() for blob in data]
-    paths = [[cache / f"{part}-v{FEATURES_VERSION}" / key[:2] / f"{key}.npy" for part in parts] for key in digests]
+    variant = f"-denoise_{denoise}" if denoise else ""
+    paths = [[cache / f"{part}-v{FEATURES_VERSION}{variant}" / key[:2] / f"{key}.npy" for part in parts]
+             for key in digests]
     missing = [i for i, clip_paths in enumerate(paths) if not all(path.is_file() for path in clip_paths)]
     for i in tqdm(missing, desc=f"{feature_set} features", unit="clip", disable=not missing):
         try:
             waveform = load_audio(data[i])
         except InvalidAudio as error:
             raise InvalidAudio(f"{sources[i].get('path') or f'clip {i}'}: {error}") from error
+        if denoise:
+            from ser.denoise import denoise as suppress
+
+            waveform = suppress(waveform, denoise)
         for part, path in zip(parts, paths[i]):
             if not path.is_file():
                 _save_atomically(path, extract_features(waveform, part))
@@ -175,26 +188,27 @@ def train_model(dataset: Any, indices: Sequence[int], options: Any, features: np
     """Fit a ClassicalModel on the clips ``indices`` of a corpus dataset."""
     options = options_from(options)
     if features is None:
-        features = corpus_features(dataset, options.features, options.cache_dir)
+        features = corpus_features(dataset, options.features, options.cache_dir, options.denoise)
     names = dataset.features["label"].names
     indices = np.asarray(indices, dtype=int)
     labels = np.asarray(names)[np.asarray(dataset["label"])[indices]]
     speakers = speaker_groups(dataset)[indices]
     pipeline = fit_pipeline(features[indices], labels, speakers, options.estimator, options.seed)
-    info = {"estimator_name": options.estimator, "seed": options.seed, "version": f"classical-{options.features}-{options.estimator}"}
+    info = {"estimator_name": options.estimator, "seed": options.seed, "version": f"classical-{options.features}-{options.estimator}",
+            "denoise": options.denoise}  # Predictor denoises what it serves the same way (ser.model.trained_denoising)
     return ClassicalModel(pipeline, options.features, names, info=info)
 
 
 def prepare(dataset: Any, options: Any) -> None:
     """Extract (or load) every clip's features once, before cross-validation times its folds."""
     options = options_from(options)
-    corpus_features(dataset, options.features, options.cache_dir)
+    corpus_features(dataset, options.features, options.cache_dir, options.denoise)
 
 
 def run_fold(dataset: Any, train_idx: Sequence[int], test_idx: Sequence[int], options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Train on ``train_idx``, predict ``test_idx``: (y_true, y_pred) as class indices (for finetune/cv.py)."""
     options = options_from(options)
-    features = corpus_features(dataset, options.features, options.cache_dir)
+    features = corpus_features(dataset, options.features, options.cache_dir, options.denoise)
     model = train_model(dataset, train_idx, options, features)
     if options.model_dir:
         model.save(options.model_dir)
@@ -236,7 +250,7 @@ def run(args: ClassicalCommand, options: ClassicalOptions) -> int:
     # No validation part: the SVM tunes by cross-validation inside the training speakers.
     split = train_val_test_split(dataset, val=0.0, test=args.test_size, seed=options.seed)
     train_idx, test_idx = split.train, split.test
-    features = corpus_features(dataset, options.features, options.cache_dir)
+    features = corpus_features(dataset, options.features, options.cache_dir, options.denoise)
 
     started = time.perf_counter()
     model = train_model(dataset, train_idx, options, features)

@@ -223,13 +223,18 @@ def augmented_copies(waveforms: Sequence[np.ndarray], hashes: Sequence[str], cop
 
 
 def unlabelled_clips(folder: str | Path | None, limit: int | None = None) -> list[np.ndarray]:
-    """Every audio file under ``folder`` (labels, if any, are ignored), decoded at 16 kHz."""
+    """The audio files under ``folder`` (several: comma-separated; labels, if any, are ignored), decoded
+    at 16 kHz. ``limit``: at most that many, spread evenly over the sorted list (so a corpus's folders
+    and speakers are all sampled, not only the first ones)."""
     if not folder:
         return []
     from ser.audio import load_audio
 
     suffixes = {".wav", ".flac", ".mp3", ".ogg", ".m4a"}
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in suffixes)[:limit]
+    files = sorted(p for part in str(folder).split(",") if part
+                   for p in Path(part).rglob("*") if p.suffix.lower() in suffixes)
+    if limit is not None and len(files) > limit:
+        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
     return [load_audio(path) for path in files]
 
 
@@ -275,7 +280,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True, help="labelled corpus known to ser.corpora (e.g. emodb)")
     parser.add_argument("--root", required=True, help="folder holding the corpus")
     parser.add_argument("--label-map", default=None, help='merge/drop classes to match the teacher, e.g. "four-class"')
-    parser.add_argument("--unlabelled", default=None, help="folder of extra audio the teacher labels (labels ignored)")
+    parser.add_argument("--unlabelled", default=None,
+                        help="folder(s) of extra audio the teacher labels, comma-separated (labels ignored): "
+                             "other corpora, field recordings")
+    parser.add_argument("--unlabelled-limit", type=int, default=None,
+                        help="use at most this many unlabelled clips, spread over the folders' files")
     parser.add_argument("--out", required=True, help="student checkpoint directory to write")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="soft-label weight (0: hard labels only)")
@@ -307,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
     waves = [waveform(row) for row in dataset]
     teacher = Predictor.from_pretrained(args.teacher)
     model, extractor, log = distill(teacher, waves, np.asarray(dataset["label"]), names, options,
-                                    unlabelled_clips(args.unlabelled), [clip_hash(row) for row in dataset])
+                                    unlabelled_clips(args.unlabelled, args.unlabelled_limit),
+                                    [clip_hash(row) for row in dataset])
     version = version_id(f"distilled-{args.corpus}")
     summary = {"model_version": version, "teacher": str(args.teacher), "teacher_version": teacher.version,
                "corpus": args.corpus, "labels": names, "options": asdict(options),

@@ -29,6 +29,7 @@ from finetune.options import check_choices, from_mapping, parse_command, save_co
 from ser.adaptation import standardise_groups, within_speaker_std
 from ser.backbones import DEFAULT_BACKBONE
 from ser.corpora import label_names
+from ser.denoise import METHODS as DENOISE_METHODS
 from ser.metrics import compute_metrics
 from ser.probe import LAYER_MIXES, POOLINGS, ProbeConfig, ProbeForAudioClassification, ProbeHead, SpeakerAdaptedHead
 
@@ -75,6 +76,9 @@ class ProbeOptions:
         "help": "also train the speaker-adapted head (used when several clips of a voice are known)"})
     cache_dir: str | None = field(default=None, metadata={
         "help": "hidden-state cache (default $SER_CACHE_DIR/features)"})
+    denoise: str | None = field(default=None, metadata={
+        "help": "denoise the training audio (augmented copies included) before the encoder; the checkpoint "
+        "records it and Predictor denoises every clip it serves the same way", "choices": DENOISE_METHODS})
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -129,7 +133,8 @@ def load_features(dataset: Dataset, options: Any = None) -> CachedFeatures:
     The last result stays in memory too, so the folds of a cross-validation share it.
     """
     options = options_from(options)
-    key = (dataset._fingerprint, options.backbone, options.pooling, options.augment, options.seed, options.cache_dir)
+    key = (dataset._fingerprint, options.backbone, options.pooling, options.augment, options.seed, options.cache_dir,
+           options.denoise)
     if key not in _LAST_FEATURES:
         _LAST_FEATURES.clear()
         _LAST_FEATURES[key] = _read_features(dataset, options)
@@ -148,6 +153,7 @@ def _read_features(dataset: Dataset, options: ProbeOptions) -> CachedFeatures:
             copy=k,
             augment=_augment if k else None,
             seed=options.seed,
+            denoise=options.denoise,
         ).with_format("numpy")
         for k in range(options.augment + 1)
     ]
@@ -187,6 +193,7 @@ def probe_config(base: ProbeConfig, labels: Sequence[str], options: ProbeOptions
         dropout=options.dropout,
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        ser_denoise=options.denoise,
     )
 
 

@@ -48,11 +48,13 @@ def recover(model: ProbeForAudioClassification, dataset: Any, cache_dir: str | N
     from finetune.probe import CachedFeatures, ProbeOptions, probe_config, train_head_lbfgs
     from ser.corpora import label_names
 
-    cached = cached_hidden_states(dataset, model, cache_dir=cache_dir).with_format("numpy")
+    denoise = getattr(model.config, "ser_denoise", None)  # a probe trained on denoised audio stays so
+    cached = cached_hidden_states(dataset, model, cache_dir=cache_dir, denoise=denoise).with_format("numpy")
     means = torch.from_numpy(np.asarray(cached["layer_means"])).float()
     n = len(dataset)
     features = CachedFeatures(means=means, frames=None, clip=np.arange(n), copy=np.zeros(n, dtype=int))
-    options = ProbeOptions(layer_mix=model.config.layer_mix, head_hidden_size=model.config.head_hidden_size)
+    options = ProbeOptions(layer_mix=model.config.layer_mix, head_hidden_size=model.config.head_hidden_size,
+                           denoise=denoise)
     config = probe_config(model.config, label_names(dataset), options)
     head, log = train_head_lbfgs(config, features, np.asarray(dataset["label"]), np.arange(n), options)
     model.head.load_state_dict(head.state_dict())

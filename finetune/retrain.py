@@ -508,8 +508,8 @@ def train_stage(
     return Candidate(head, config, options, metrics, log, speaker_head)
 
 
-RECIPE_KEYS = ("pooling", "layer_mix", "first_layer", "head_hidden_size", "dropout", "optimizer", "l2", "lr", "weight_decay",
-               "balance", "adapt")
+RECIPE_KEYS = ("pooling", "layer_mix", "first_layer", "head_hidden_size", "dropout", "optimizer", "l2", "lr",
+               "weight_decay", "balance", "adapt", "denoise")
 
 
 def serving_recipe(serving: ServingModel | None) -> dict[str, Any]:

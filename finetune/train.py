@@ -44,6 +44,7 @@ from finetune.augment import RandomAugment
 from finetune.options import check_choices, config_dict, from_mapping, parse_command, save_config
 from ser.audio import SAMPLE_RATE
 from ser.backbones import family, resolve_backbone
+from ser.denoise import METHODS as DENOISE_METHODS
 from ser.light_models import FEATURE_TYPES, LIGHT_MODELS, create_light_model
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class TrainOptions(TrainingArguments):
     max_duration: float = field(default=8.0, metadata={"help": "seconds; longer training clips are randomly cropped"})
     max_eval_duration: float = field(default=30.0, metadata={"help": "seconds of each clip that evaluation sees"})
     augment: bool = field(default=False, metadata={"help": "noise/speed/pitch/gain augmentation on the fly"})
+    denoise: str | None = field(default=None, metadata={
+        "help": "denoise every training and evaluation clip (after augmentation); the checkpoint records it and "
+        "Predictor denoises every clip it serves the same way", "choices": DENOISE_METHODS})
     val: float = field(default=0.1, metadata={"help": "fraction of the (training) speakers for validation"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in OUT/checkpoints"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep OUT/checkpoints after training"})
@@ -167,8 +171,11 @@ class ClipDataset(TorchDataset):
         train: bool,
         augment: bool = False,
         seed: int = 0,
+        denoise: str | None = None,
     ) -> None:
         self.waves = waves
+        self.denoise = denoise
+        self._denoised: dict[int, np.ndarray] = {}  # whole clips denoised once, when not augmented
         self.labels = [int(label) for label in labels]
         self.indices = [int(i) for i in indices]
         self.max_samples = int(max_duration_s * SAMPLE_RATE)
@@ -188,11 +195,28 @@ class ClipDataset(TorchDataset):
             rng = self._worker_rng()
             if self.augment is not None:
                 self.augment.rng = rng
-                wave = self.augment(wave)
+                wave = self._denoise(self.augment(wave))  # served audio is denoised noisy audio: so are the copies
+            else:
+                wave = self._denoised_clip(index)
             wave = _crop(wave, self.max_samples, rng)
         else:
-            wave = wave[: self.max_samples]
+            wave = self._denoised_clip(index)[: self.max_samples]
         return {"waveform": wave, "labels": self.labels[index]}
+
+    def _denoise(self, wave: np.ndarray) -> np.ndarray:
+        if not self.denoise:
+            return wave
+        from ser.denoise import denoise
+
+        return denoise(wave, self.denoise)
+
+    def _denoised_clip(self, index: int) -> np.ndarray:
+        """The whole clip as the model hears it (denoised before cropping, as ``Predictor`` does)."""
+        if not self.denoise:
+            return self.waves[index]
+        if index not in self._denoised:
+            self._denoised[index] = self._denoise(self.waves[index])
+        return self._denoised[index]
 
     def _worker_rng(self) -> np.random.Generator:
         info = get_worker_info()
@@ -368,8 +392,9 @@ def fit(
     model, feature_extractor = build_model(options, labels)
     waves = waveform_cache(dataset)
     train_set = ClipDataset(waves, all_labels, train_idx, max_duration_s=options.max_duration, train=True,
-                            augment=options.augment, seed=options.seed)
-    val_set = ClipDataset(waves, all_labels, val_idx, max_duration_s=options.max_eval_duration, train=False)
+                            augment=options.augment, seed=options.seed, denoise=options.denoise)
+    val_set = ClipDataset(waves, all_labels, val_idx, max_duration_s=options.max_eval_duration, train=False,
+                          denoise=options.denoise)
     has_val = len(val_set) > 0
     args = replace(  # what early stopping on validation UAR and our batches of dicts need
         options,
@@ -401,6 +426,7 @@ def fit(
     if options.resume and last is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", work_dir)
     trainer.train(resume_from_checkpoint=last)
+    trainer.model.config.ser_denoise = options.denoise  # Predictor serves it the same way (ser.model.trained_denoising)
     best_val = None
     if has_val:
         scores = trainer.evaluate()
@@ -411,7 +437,8 @@ def fit(
 def predict_indices(result: FitResult, dataset: Any, indices: Sequence[int], options: TrainOptions) -> np.ndarray:
     """Predicted class indices for rows ``indices`` with the trained (best) model."""
     all_labels = list(dataset["label"])
-    clips = ClipDataset(result.waves, all_labels, indices, max_duration_s=options.max_eval_duration, train=False)
+    clips = ClipDataset(result.waves, all_labels, indices, max_duration_s=options.max_eval_duration, train=False,
+                        denoise=options.denoise)
     logits = result.trainer.predict(clips).predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
     return np.asarray(logits).argmax(-1)

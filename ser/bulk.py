@@ -37,6 +37,7 @@ class Decoded:
     path: str
     waveform: np.ndarray | None
     error: str | None = None
+    heard: bool = False  # already as the model must hear it (``Predictor.heard``): not denoised again
 
 
 def decode(path: str) -> Decoded:
@@ -141,9 +142,12 @@ def predict_stream(
 
     def flush() -> Iterator[tuple[Decoded, dict[str, float] | None]]:
         if len(held) == 1:
-            yield held[0], predictor.predict((SAMPLE_RATE, held[0].waveform))
+            clip = held[0]
+            yield clip, (predictor.predict_heard(clip.waveform) if clip.heard
+                         else predictor.predict((SAMPLE_RATE, clip.waveform)))
         elif held:
-            for clip, probs in zip(held, predict_same_length(predictor, [c.waveform for c in held])):
+            heard = [c.waveform if c.heard else predictor.heard(c.waveform) for c in held]
+            for clip, probs in zip(held, predict_same_length(predictor, heard)):
                 yield clip, dict(zip(predictor.labels, probs.tolist()))
         held.clear()
 
@@ -166,7 +170,8 @@ def adapted_stream(predictor: Any, clips: Iterable[Decoded]) -> Iterator[tuple[D
     """
     def flush(group: list[Decoded]) -> Iterator[tuple[Decoded, dict[str, float] | None]]:
         good = [clip for clip in group if clip.waveform is not None]
-        answers = iter(predictor.predict_group([(SAMPLE_RATE, clip.waveform) for clip in good]))
+        heard = bool(good) and all(clip.heard for clip in good)
+        answers = iter(predictor.predict_group([(SAMPLE_RATE, clip.waveform) for clip in good], heard=heard))
         for clip in group:
             yield clip, (next(answers) if clip.waveform is not None else None)
 
@@ -188,8 +193,9 @@ class ResultWriter:
     when the run ends; a killed run leaves the journal, which ``--resume`` reads.
     """
 
-    def __init__(self, out: Path, labels: list[str], *, resume: bool = False) -> None:
-        self.out, self.labels, self.resume = out, labels, resume
+    def __init__(self, out: Path, labels: list[str], *, resume: bool = False, extra: tuple[str, ...] = ()) -> None:
+        """``extra`` names columns written between the path and the prediction (``--segments``: start, end)."""
+        self.out, self.labels, self.resume, self.extra = out, labels, resume, extra
         self.format = output_format(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         self.path = journal_path(out) if self.format == "parquet" else out
@@ -199,20 +205,30 @@ class ResultWriter:
         self.handle = self.path.open("a" if append else "w", newline="", encoding="utf-8")
         self.csv = csv.writer(self.handle) if self.format == "csv" else None
         if self.csv is not None and not append:
-            self.csv.writerow(["path", "prediction", *labels])
+            self.csv.writerow(["path", *extra, "prediction", *labels])
 
-    def write(self, path: str, probs: dict[str, float]) -> None:
-        label = max(probs, key=probs.get)
-        if self.csv is not None:
-            self.csv.writerow([path, label, *(f"{probs[name]:.6f}" for name in self.labels)])
-        else:
-            self.handle.write(json.dumps({"path": path, "label": label, "probs": probs}) + "\n")
+    def write(self, path: str, probs: dict[str, float], **extra: Any) -> None:
+        """One row; ``extra`` holds a value for each of the writer's extra columns."""
+        self.write_rows(path, [(probs, extra)])
+
+    def write_rows(self, path: str, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
+        """All rows of one file, flushed together: a killed run never leaves half a file's rows."""
+        for probs, extra in rows:
+            if set(extra) != set(self.extra):
+                raise ValueError(f"expected the columns {self.extra}, got {tuple(extra)}")
+            label = max(probs, key=probs.get)
+            if self.csv is not None:
+                self.csv.writerow([path, *(extra[name] for name in self.extra), label,
+                                   *(f"{probs[name]:.6f}" for name in self.labels)])
+            else:
+                self.handle.write(json.dumps({"path": path, **extra, "label": label, "probs": probs}) + "\n")
         self.handle.flush()
 
     def close(self) -> None:
         self.handle.close()
         if self.format == "parquet":
-            write_parquet(read_jsonl(self.path, self.out if self.resume else None), self.out, self.labels)
+            rows = read_jsonl(self.path, self.out if self.resume else None, self.extra)
+            write_parquet(rows, self.out, self.labels, self.extra)
             self.path.unlink()
 
 
@@ -237,14 +253,15 @@ def _drop_partial_last_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-def read_jsonl(journal: Path, finished: Path | None = None) -> list[dict[str, Any]]:
+def read_jsonl(journal: Path, finished: Path | None = None, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file (a finished Parquet file's rows come first when both exist)."""
     rows = []
     if finished is not None and finished.is_file():
         import pyarrow.parquet as pq
 
         table = pq.read_table(finished).to_pylist()
-        rows += [{"path": r["path"], "label": r["label"], "probs": {k: r[k] for k in r if k not in ("path", "label")}} for r in table]
+        fixed = ("path", "label", *extra)
+        rows += [{**{k: r[k] for k in fixed}, "probs": {k: r[k] for k in r if k not in fixed}} for r in table]
     if journal.is_file():
         for line in journal.read_text(encoding="utf-8").splitlines():
             try:
@@ -254,11 +271,13 @@ def read_jsonl(journal: Path, finished: Path | None = None) -> list[dict[str, An
     return rows
 
 
-def write_parquet(rows: list[dict[str, Any]], out: Path, labels: list[str]) -> None:
+def write_parquet(rows: list[dict[str, Any]], out: Path, labels: list[str], extra: tuple[str, ...] = ()) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns: dict[str, list[Any]] = {"path": [r["path"] for r in rows], "label": [r["label"] for r in rows]}
+    columns: dict[str, list[Any]] = {"path": [r["path"] for r in rows]}
+    columns.update({name: [r[name] for r in rows] for name in extra})
+    columns["label"] = [r["label"] for r in rows]
     for name in labels:
         columns[name] = [float(r["probs"][name]) for r in rows]
     tmp = out.with_name(out.name + ".tmp")

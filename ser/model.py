@@ -131,6 +131,7 @@ class Predictor:
             self._padding = family(model.config.model_type).classifier_padding
         else:
             self.labels = list(model.labels)
+        self.denoise = trained_denoising(model)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike | None = None, *, runtime: str | None = None) -> Predictor:
@@ -182,7 +183,7 @@ class Predictor:
 
         serving = {"labels": self.labels, "padding": self._padding, "input_names": sorted(self._forward_keys),
                    "version": self.version, "model_type": self.model.config.model_type,
-                   "speaker_adaptation": self.adapts_to_speakers}
+                   "speaker_adaptation": self.adapts_to_speakers, "denoise": self.denoise}
         self._runner, self.runtime, self.runtime_check = select_runner(
             self.model, check_inputs, checkpoint, choose_runtime(runtime), serving
         )
@@ -234,6 +235,23 @@ class Predictor:
         waveform = load_audio(audio)
         if not any_length:
             check_judgeable(waveform)
+        return self.predict_heard(self.heard(waveform), context)
+
+    def heard(self, waveform: np.ndarray, denoise: str | None = None) -> np.ndarray:
+        """The waveform as the model must hear it: denoised with the method it was trained on
+        (``self.denoise``, from its checkpoint), else with ``denoise`` if asked, else as is.
+
+        A model trained on denoised audio never sees raw audio: its method overrides the asked one
+        (denoising twice, or with another method, is not what it learnt from)."""
+        method = self.denoise or denoise
+        if not method:
+            return waveform
+        from ser.denoise import denoise as suppress
+
+        return suppress(waveform, method)
+
+    def predict_heard(self, waveform: np.ndarray, context: SpeakerContext | None = None) -> dict[str, float]:
+        """``predict`` on a decoded waveform already prepared by ``heard`` (not denoised again)."""
         if context is not None and self.adapts_to_speakers:
             pooled = self._pooled_features(waveform)
             context.add(pooled)
@@ -251,16 +269,18 @@ class Predictor:
         """Does ``predict`` read this decoded clip in one pass (not as the mean of its windows)?"""
         return len(waveform) <= LONGEST_PASS_S * SAMPLE_RATE
 
-    def predict_group(self, clips: list[Any]) -> list[dict[str, float]]:
+    def predict_group(self, clips: list[Any], *, heard: bool = False) -> list[dict[str, float]]:
         """Clips of one voice (a speaker's folder, a call): each predicted relative to that voice.
 
         Speaker statistics come from every clip of the group, so all of them are encoded before the
         first is predicted. Fewer than ``MIN_CONTEXT_CLIPS`` clips, or a model without a
         speaker-adapted head, give the same answers as ``predict``.
         """
+        waveforms = [check_judgeable(load_audio(clip)) for clip in clips]
+        waveforms = waveforms if heard else [self.heard(waveform) for waveform in waveforms]
         if not self.adapts_to_speakers or len(clips) < MIN_CONTEXT_CLIPS:
-            return [self.predict(clip) for clip in clips]
-        pooled = [self._pooled_features(check_judgeable(load_audio(clip))) for clip in clips]
+            return [self.predict_heard(waveform) for waveform in waveforms]
+        pooled = [self._pooled_features(waveform) for waveform in waveforms]
         stats = speaker_stats(np.stack(pooled), self._prior_std())
         return [dict(zip(self.labels, self._head_probabilities(p, stats).tolist())) for p in pooled]
 
@@ -275,7 +295,7 @@ class Predictor:
 
     def timeline(self, audio: Any, window_s: float = 3.0, hop_s: float = 1.5) -> list[dict[str, Any]]:
         """Probabilities per window for long recordings: emotion over time."""
-        waveform = load_audio(audio)
+        waveform = self.heard(load_audio(audio))
         return [
             {
                 "start": segment.start_s,
@@ -336,19 +356,19 @@ class Predictor:
         cost 0.014 UAR and 1.24x the time (benchmarks/results/vad.md)."""
         from ser.speech import prepare
 
-        return self.predict(prepare(load_audio(audio), trim=trim, denoise=denoise))
+        return self.predict_heard(prepare(load_audio(audio), trim=trim, denoise=self.denoise or denoise))
 
     def utterances(self, audio: Any, *, denoise: str | None = None) -> list[dict[str, Any]]:
         """One prediction per utterance (speech between pauses of ``ser.speech.UTTERANCE_GAP_S`` or more)."""
         from ser.speech import prepare, utterances
 
-        waveform = prepare(load_audio(audio), trim=False, denoise=denoise)
+        waveform = prepare(load_audio(audio), trim=False, denoise=self.denoise or denoise)
         rows = []
         for region in utterances(waveform):
             part = waveform[round(region.start_s * SAMPLE_RATE) : round(region.end_s * SAMPLE_RATE)]
             if len(part) < MIN_JUDGED_S * SAMPLE_RATE:  # a cough between pauses: too short to judge, not a row
                 continue
-            rows.append({"start": region.start_s, "end": region.end_s, "probs": self.predict(part)})
+            rows.append({"start": region.start_s, "end": region.end_s, "probs": self.predict_heard(part)})
         return rows
 
 
@@ -362,7 +382,8 @@ class _ExportedModel:
         self.config = type(
             "ExportedConfig",
             (),
-            {"model_type": serving["model_type"], "speaker_adaptation": bool(serving.get("speaker_adaptation"))},
+            {"model_type": serving["model_type"], "speaker_adaptation": bool(serving.get("speaker_adaptation")),
+             "ser_denoise": serving.get("denoise")},
         )()
 
     def load(self) -> Any:
@@ -383,6 +404,16 @@ def _export_feature_extractor(local: Path, padding: str) -> Any:
     from transformers import AutoFeatureExtractor
 
     return AutoFeatureExtractor.from_pretrained(str(local))
+
+
+def trained_denoising(model: Any) -> str | None:
+    """The ``ser.denoise`` method a model's training audio went through (None: raw audio).
+
+    Transformer checkpoints carry it as ``config.ser_denoise``, classical models in ``classical.json``."""
+    method = getattr(getattr(model, "config", None), "ser_denoise", None)
+    if method is None:
+        method = (getattr(model, "info", None) or {}).get("denoise")
+    return str(method) if method else None
 
 
 def _model_version(local: Path, model: Any) -> str:

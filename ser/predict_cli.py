@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if getattr(args, "segments", False):
-        return run_segments(predictor, todo, args)
+        return run_segments(predictor, todo, args, out)
     workers = args.workers if args.workers is not None else default_workers(len(todo))
     batch_size = args.batch_size if args.batch_size > 1 and batching_is_exact(predictor) else 1
     writer = ResultWriter(out, predictor.labels, resume=args.resume) if out is not None else None
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         decoded = decoded_stream(todo, workers)
         if getattr(args, "vad", False) or getattr(args, "denoise", None):
-            decoded = prepared_stream(decoded, vad=args.vad, denoise=args.denoise)
+            decoded = prepared_stream(decoded, vad=args.vad, denoise=args.denoise, predictor=predictor)
         if args.adapt_by and not predictor.adapts_to_speakers:
             progress.write(f"note: {predictor.name} has no speaker-adapted head; --adapt-by is ignored", file=sys.stderr)
         stream = (adapted_stream(predictor, decoded) if args.adapt_by and predictor.adapts_to_speakers
@@ -132,55 +132,77 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None) -> Any:
-    """Decoded clips denoised and/or checked for speech and trimmed; a clip with no speech becomes an error."""
+def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None, predictor: Any = None) -> Any:
+    """Decoded clips denoised and/or checked for speech and trimmed; a clip with no speech becomes an error.
+
+    A model trained on denoised audio gets its own method (``Predictor.heard``) whatever ``--denoise`` says,
+    denoised before the speech is looked for, and is not denoised again."""
     from ser.audio import InvalidAudio, check_judgeable
     from ser.speech import prepare
 
+    method = (getattr(predictor, "denoise", None) or denoise) if predictor is not None else denoise
     for clip in decoded:
         if clip.waveform is not None:
             try:
                 if vad:
-                    clip.waveform = prepare(clip.waveform, trim=True, denoise=denoise)
-                else:
+                    clip.waveform = prepare(clip.waveform, trim=True, denoise=method)
+                elif method:
                     from ser.denoise import denoise as suppress
 
-                    clip.waveform = suppress(clip.waveform, denoise)
+                    clip.waveform = suppress(clip.waveform, method)
+                clip.heard = True
                 check_judgeable(clip.waveform)  # trimming can leave less than a judgeable clip
             except InvalidAudio as error:
                 clip.waveform, clip.error = None, str(error)
         yield clip
 
 
-def run_segments(predictor: Any, files: list[Path], args: argparse.Namespace) -> int:
-    """``--segments``: a row per utterance of every file (start and end in seconds)."""
-    from ser.audio import InvalidAudio
-    from ser.speech import NoSpeech
+def run_segments(predictor: Any, files: list[Path], args: argparse.Namespace, out: Path | None = None) -> int:
+    """``--segments``: a row per utterance of every file (start and end in seconds), printed and,
+    with ``--out``/``--csv``, written there (a file's rows together, so ``--resume`` skips whole files)."""
+    from ser.bulk import ResultWriter
 
     labels, failures = predictor.labels, 0
+    writer = ResultWriter(out, labels, resume=args.resume, extra=("start", "end")) if out is not None else None
     if not args.json:
         print("| file | start | end | prediction | " + " | ".join(labels) + " |")
         print("|---|---:|---:|---|" + "---:|" * len(labels))
-    for path in files:
-        try:
-            rows = predictor.utterances(path, denoise=args.denoise)
-        except (InvalidAudio, OSError) as error:
-            failures += 1
-            print(f"error: {path}: {error}", file=sys.stderr)
-            continue
-        if not rows:
-            failures += 1
-            print(f"error: {path}: {NoSpeech()}", file=sys.stderr)
-        for row in rows:
-            probs = row["probs"]
-            top = max(probs, key=probs.get)
-            if args.json:
-                print(json.dumps({"path": str(path), "start": round(row["start"], 3), "end": round(row["end"], 3),
-                                  "label": top, "probs": probs}))
-            else:
-                print(f"| {path} | {row['start']:.2f} | {row['end']:.2f} | {top} | "
-                      + " | ".join(f"{probs[label]:.3f}" for label in labels) + " |")
+    try:
+        for path in files:
+            failures += _print_segments(predictor, path, args, writer)
+    finally:
+        if writer is not None:
+            writer.close()
     return 1 if failures else 0
+
+
+def _print_segments(predictor: Any, path: Path, args: argparse.Namespace, writer: Any) -> int:
+    """One file's utterance rows, printed and written; 1 when the file failed, else 0."""
+    from ser.audio import InvalidAudio
+    from ser.speech import NoSpeech
+
+    labels = predictor.labels
+    try:
+        rows = predictor.utterances(path, denoise=args.denoise)
+    except (InvalidAudio, OSError) as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        return 1
+    if not rows:
+        print(f"error: {path}: {NoSpeech()}", file=sys.stderr)
+        return 1
+    if writer is not None:
+        writer.write_rows(str(path), [(row["probs"], {"start": round(row["start"], 3), "end": round(row["end"], 3)})
+                                      for row in rows])
+    for row in rows:
+        probs = row["probs"]
+        top = max(probs, key=probs.get)
+        if args.json:
+            print(json.dumps({"path": str(path), "start": round(row["start"], 3), "end": round(row["end"], 3),
+                              "label": top, "probs": probs}))
+        else:
+            print(f"| {path} | {row['start']:.2f} | {row['end']:.2f} | {top} | "
+                  + " | ".join(f"{probs[label]:.3f}" for label in labels) + " |")
+    return 0
 
 
 def default_workers(n_files: int) -> int:

@@ -69,6 +69,8 @@ class ProbeConfig(PretrainedConfig):
     # several clips of the same voice are known.
     speaker_adaptation: bool = False
     ser_model_version: str | None = None
+    # The ``ser.denoise`` method the training audio went through; Predictor applies it to every clip.
+    ser_denoise: str | None = None
 
 
 class ProbeHead(nn.Module):

@@ -165,6 +165,34 @@ def test_predictor_serves_a_classical_model(dataset, cache_dir: Path, tmp_path: 
     assert sum(probs.values()) == pytest.approx(1.0)
 
 
+def test_denoised_training_is_recorded_and_served_denoised(dataset, cache_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("noisereduce")
+    from finetune.classical import corpus_features, train_model
+    from ser.denoise import denoise
+    from ser.model import Predictor
+
+    options = {"features": "mfcc", "estimator": "mlp", "cache_dir": str(cache_dir), "denoise": "spectral"}
+    model = train_model(dataset, np.arange(len(dataset)), options)
+    model.save(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "classical.json").read_text())["denoise"] == "spectral"
+    # the training features are those of the denoised clips, cached apart from the raw ones
+    denoised = corpus_features(dataset, "mfcc", cache_dir, "spectral")
+    first = denoise(tone(*CLASSES["angry"], seed=99), "spectral")
+    assert not np.allclose(denoised, corpus_features(dataset, "mfcc", cache_dir))
+    assert list(cache_dir.glob("mfcc-v*-denoise_spectral"))
+
+    predictor = Predictor.from_pretrained(tmp_path / "model")
+    assert predictor.denoise == "spectral"
+    seen = []
+    real = predictor.model.predict_proba
+    monkeypatch.setattr(predictor.model, "predict_proba", lambda waves: seen.extend(waves) or real(waves))
+    noisy = tone(*CLASSES["angry"], seed=99)
+    predictor.predict(noisy)
+    np.testing.assert_array_equal(seen[0], first)
+    assert not np.allclose(seen[0], noisy, atol=1e-3)
+
+
 def test_cli_writes_model_metrics_report_and_card(corpus_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     from finetune.__main__ import COMMANDS
     from finetune.classical import ClassicalCommand, ClassicalOptions

@@ -73,3 +73,17 @@ def test_distill_command_saves_a_student_that_predictor_loads(tmp_path) -> None:
     assert set(probs) == set(LABELS) and math.isclose(sum(probs.values()), 1.0, rel_tol=1e-5)
     metrics = (out / "metrics.json").read_text()
     assert '"unlabelled": 1' in metrics and '"augmented": 12' in metrics
+
+
+def test_unlabelled_clips_come_from_several_folders_spread_over_their_files(tmp_path):
+    from finetune.distill import unlabelled_clips
+
+    for folder, count in (("a", 6), ("b", 4)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):  # each file's length names it
+            n = RATE // 10 * (i + 1)
+            sf.write(tmp_path / folder / f"{i}.wav", (0.2 * np.sin(np.arange(n) / 5)).astype(np.float32), RATE)
+    both = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    assert len(unlabelled_clips(both)) == 10
+    spread = unlabelled_clips(both, limit=3)  # the first, a middle and the last of the 10 sorted files
+    assert [len(w) // (RATE // 10) for w in spread] == [1, 5, 4]

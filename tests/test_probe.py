@@ -227,6 +227,81 @@ def test_cli_writes_a_checkpoint_the_predictor_loads(
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+class _Recording:
+    """A feature extractor that records every waveform it is given (what the encoder will read)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seen = inner, []
+
+    def __call__(self, waveform, *args, **kwargs):
+        self.seen.append(np.array(waveform, dtype=np.float32, copy=True))
+        return self.inner(waveform, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_denoise_option_is_saved_and_the_predictor_denoises_what_it_serves(
+    corpus_dir: Path, tmp_path: Path, backbone: str, shared_cache: str, monkeypatch
+) -> None:
+    pytest.importorskip("noisereduce")
+    from ser.bulk import Decoded, predict_stream
+    from ser.denoise import denoise
+    from ser.model import Predictor
+
+    monkeypatch.setenv("SER_RUNTIME", "eager")
+    out = tmp_path / "denoised"
+    argv = ["--corpus", "folder", "--root", str(corpus_dir), "--model", backbone, "--out", str(out),
+            "--epochs", "3", "--cache-dir", shared_cache, "--test-size", "0.25", "--denoise", "spectral"]
+    assert fp.main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["ser_denoise"] == "spectral"
+    assert json.loads((out / "metrics.json").read_text())["options"]["denoise"] == "spectral"
+    assert list(Path(shared_cache).glob("*/*/copy0-denoise_spectral-means"))  # trained on denoised states
+    raw = tmp_path / "raw"
+    assert fp.main([*argv[:7], str(raw), *argv[8:-2]]) == 0  # the same run without --denoise
+    assert json.loads((raw / "config.json").read_text()).get("ser_denoise") is None
+
+    noisy = _tone(420, 1.0, 5) + 0.05 * np.random.default_rng(7).standard_normal(16000).astype(np.float32)
+    predictor = Predictor.from_pretrained(out)
+    assert predictor.denoise == "spectral"
+    predictor.feature_extractor = recording = _Recording(predictor.feature_extractor)
+    probs = predictor.predict(noisy)
+    (heard,) = recording.seen
+    np.testing.assert_array_equal(heard, denoise(noisy, "spectral"))
+    assert not np.allclose(heard, noisy, atol=1e-3)
+    assert predictor.predict_heard(heard) == probs
+    # another method asked for (the CLI's --denoise dfn3) does not override what the model was trained on
+    np.testing.assert_array_equal(predictor.heard(noisy, "dfn3"), heard)
+    # the bulk path (batched clips of one length) hears the same
+    recording.seen.clear()
+    list(predict_stream(predictor, [Decoded("a", noisy), Decoded("b", noisy.copy())], batch_size=2))
+    assert len(recording.seen) == 1 and recording.seen[0].shape == (2, len(noisy))
+    np.testing.assert_array_equal(recording.seen[0][0], heard)
+
+    # what a recorded ONNX/OpenVINO decision keeps for serving carries it: a predictor started on the
+    # export alone (no PyTorch model, ``Predictor._from_export``) denoises as well
+    import ser.runtime
+    from ser.model import _ExportedModel
+
+    recorded = {}
+
+    def record(model, check_inputs, checkpoint, runtime, serving):
+        recorded.update(serving)
+        return None, "eager", {}
+
+    monkeypatch.setattr(ser.runtime, "select_runner", record)
+    Predictor.from_pretrained(out, runtime="onnx")
+    exported = Predictor(_ExportedModel(recorded, out), predictor.feature_extractor, name="x", version="v")
+    assert exported.denoise == "spectral"
+    monkeypatch.undo()
+
+    plain = Predictor.from_pretrained(raw, runtime="eager")
+    assert plain.denoise is None
+    plain.feature_extractor = recording = _Recording(plain.feature_extractor)
+    plain.predict(noisy)
+    np.testing.assert_array_equal(recording.seen[0], noisy)
+
+
 def test_probe_loso_and_the_cv_command_report_the_same_mean_and_std(
     corpus_dir: Path, tmp_path: Path, backbone: str, shared_cache: str
 ) -> None:

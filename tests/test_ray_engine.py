@@ -77,3 +77,34 @@ def test_cli_engine_ray_writes_parquet(model_dir, clips, tmp_path):
     table = pq.read_table(str(out)).to_pylist()
     assert len(table) == 7
     assert {row["label"] for row in table if row["error"] is None} <= set(LABELS)
+
+
+def test_ray_actors_detect_speech_and_denoise_as_the_local_engine(local_ray, model_dir, tmp_path):
+    pytest.importorskip("silero_vad", reason="silero-vad is not installed")
+    pytest.importorskip("noisereduce", reason="noisereduce is not installed")
+    from ser.audio import load_audio
+    from ser.ray_engine import predict_dataset
+    from ser.speech import prepare
+
+    speech = sorted((REPO / "examples" / "nemo").glob("*/*.flac"))[0]
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, (0.1 * np.random.default_rng(5).standard_normal(32000)).astype(np.float32), 16000)
+    out = tmp_path / "parquet"
+    predict_dataset([speech, noise], model=str(model_dir), runtime="eager", actors=1, batch_size=2,
+                    vad=True, denoise="spectral").write_parquet(str(out))
+    rows = {row["path"]: row for row in ray.data.read_parquet(str(out)).take_all()}
+    assert "No speech found" in rows[str(noise)]["error"]
+    predictor = Predictor.from_pretrained(model_dir, runtime="eager")
+    expected = predictor.predict(prepare(load_audio(speech), trim=True, denoise="spectral"))
+    assert {label: rows[str(speech)][label] for label in LABELS} == pytest.approx(expected, abs=1e-6)
+    assert expected != pytest.approx(predictor.predict(speech), abs=1e-6)  # the preprocessing changed the answer
+
+
+def test_ray_engine_refuses_segments_rather_than_ignoring_them(tmp_path, capsys):
+    import argparse
+
+    from ser.ray_engine import run_cli
+
+    args = argparse.Namespace(resume=False, segments=True, vad=False, denoise=None, address=None, model=None, runtime=None)
+    assert run_cli(args, [tmp_path / "a.wav"], tmp_path / "out") == 2
+    assert "--segments is for the local engine" in capsys.readouterr().err

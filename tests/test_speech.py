@@ -80,6 +80,38 @@ def test_segments_prints_one_row_per_utterance(model_dir, clip, tmp_path):
     assert table.returncode == 0 and table.stdout.count(str(path)) == 2
 
 
+def test_segments_out_writes_one_row_per_utterance(model_dir, clip, tmp_path):
+    import csv
+
+    other = load_audio(EXAMPLES[1])
+    path = tmp_path / "two.wav"
+    sf.write(path, np.concatenate([clip, np.zeros(2 * SAMPLE_RATE, dtype=np.float32), other]), SAMPLE_RATE)
+    printed = run_cli("predict", str(path), "--model", str(model_dir), "--segments", "--json")
+    expected = [json.loads(line) for line in printed.stdout.splitlines()]
+    for name in ("rows.csv", "rows.jsonl", "rows.parquet"):
+        out = tmp_path / name
+        result = run_cli("predict", str(path), "--model", str(model_dir), "--segments", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        if name.endswith(".csv"):
+            rows = list(csv.DictReader(out.open()))
+            assert list(rows[0])[:4] == ["path", "start", "end", "prediction"]
+            got = [(r["path"], float(r["start"]), float(r["end"]), r["prediction"]) for r in rows]
+        elif name.endswith(".jsonl"):
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            got = [(r["path"], r["start"], r["end"], r["label"]) for r in rows]
+        else:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(out).to_pylist()
+            got = [(r["path"], r["start"], r["end"], r["label"]) for r in rows]
+        assert got == [(str(path), e["start"], e["end"], e["label"]) for e in expected], name
+    # --resume skips a file whose utterances are already there
+    again = run_cli("predict", str(path), "--model", str(model_dir), "--segments", "--out", str(tmp_path / "rows.csv"),
+                    "--resume", "--json")
+    assert again.returncode == 0 and again.stdout.strip() == ""
+    assert len(list(csv.DictReader((tmp_path / "rows.csv").open()))) == 2
+
+
 def test_cli_vad_refuses_noise_and_denoise_runs(model_dir, clip, tmp_path):
     rng = np.random.default_rng(1)
     sf.write(tmp_path / "noise.wav", (0.1 * rng.standard_normal(2 * SAMPLE_RATE)).astype(np.float32), SAMPLE_RATE)

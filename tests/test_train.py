@@ -351,3 +351,26 @@ def test_training_clips_are_cropped_and_augmented_reproducibly() -> None:
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
     evaluation = ft.ClipDataset(waves, [2], [0], max_duration_s=2.0, train=False)[0]
     assert evaluation["labels"] == 2 and np.array_equal(evaluation["waveform"], waves[0][:32000])
+
+
+def test_denoise_option_denoises_training_audio_and_the_checkpoint_serves_it_denoised(
+    corpus_root, corpus, split, tmp_path
+) -> None:
+    pytest.importorskip("noisereduce")
+    from ser.denoise import denoise
+    from ser.model import Predictor
+
+    rng = np.random.default_rng(4)
+    waves = {0: (np.sin(np.arange(16000 * 3) / 10) + 0.05 * rng.standard_normal(16000 * 3)).astype(np.float32)}
+    evaluation = ft.ClipDataset(waves, [2], [0], max_duration_s=2.0, train=False, denoise="spectral")[0]
+    np.testing.assert_array_equal(evaluation["waveform"], denoise(waves[0], "spectral")[:32000])
+    plain = ft.ClipDataset(waves, [2], [0], max_duration_s=5.0, train=True, seed=1, denoise="spectral")[0]["waveform"]
+    assert len(plain) == len(waves[0]) and np.array_equal(plain, denoise(waves[0], "spectral"))  # no crop needed
+
+    out = tmp_path / "denoised"
+    argv = ["--corpus", "folder", "--root", str(corpus_root), "--model", "light-cnn", "--out", str(out),
+            "--num_train_epochs", "1", "--per_device_train_batch_size", "6", "--val", "0.25", "--test", "0.25",
+            "--disable_tqdm", "true", "--denoise", "spectral"]
+    assert dispatch("python -m finetune", "", {"train": ("finetune.train", "")}, ["train", *argv]) == 0
+    assert json.loads((out / "config.json").read_text())["ser_denoise"] == "spectral"
+    assert Predictor.from_pretrained(out, runtime="eager").denoise == "spectral"

@@ -270,7 +270,7 @@ def build_demo_tab(context: AppContext) -> DemoTab:
             speaker = voice_so_far if isinstance(voice_so_far, SpeakerContext) else SpeakerContext()
         with user_errors("Could not use this audio"):
             waveform = context.load_audio(audio_path)
-            if denoise_first:
+            if denoise_first and not model.denoise:  # a model trained denoised denoises whatever it hears
                 from ser.denoise import denoise  # noisereduce loads on first use, not at start-up
 
                 waveform = denoise(waveform)
@@ -284,7 +284,7 @@ def build_demo_tab(context: AppContext) -> DemoTab:
         info = model_markdown(model)
         if adapt_to_voice:
             info += " · " + adaptation_note(model, speaker)
-        if denoise_first:
+        if denoise_first or model.denoise:
             info += " · background noise reduced"
         return probs, plot, info, relabel_choices(model, guess), prediction, speaker
 
