@@ -18,7 +18,7 @@ import pytest
 from ser.ui import AppConfig
 from ser.ui.clip_sources import iter_source
 from tests.app_server import running_app, tone
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, require_browser, screenshot, text_box
+from tests.test_browser import TIMEOUT_MS, chromium, require_browser, screenshot, text_box
 from tests.tiny_models import LABELS, save_tiny_wav2vec2
 
 ADMIN_TOKEN = "annotate-admin-token"
@@ -50,12 +50,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser(served):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

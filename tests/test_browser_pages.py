@@ -15,7 +15,7 @@ import pytest
 
 from ser.ui import AppConfig
 from tests.app_server import running_app, tone
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, require_browser, screenshot, text_box
+from tests.test_browser import TIMEOUT_MS, chromium, require_browser, screenshot, text_box
 from tests.tiny_models import save_tiny_wav2vec2
 
 # Eight emotions: enough that the plot's own one-row legend cannot fit them on a phone.
@@ -36,12 +36,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser(served):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def open_page(browser, url: str, viewport: dict | None = None):

@@ -1,8 +1,9 @@
 """The app under load: 32 people predicting and saving corrections at once lose nothing.
 
 A real Gradio server (the shipped queue settings: ``AppConfig``'s defaults) with a tiny random
-model; 32 gradio_client sessions, each with its own annotator name and its own clip, alternate
-predict and save for a bounded time. Afterwards every save must be in the store, under the right
+model; 32 gradio_client sessions, each with its own annotator name and its own clips (a new one
+each round: saving the same clip again is an edit, which replaces the label), alternate predict
+and save for a bounded time. Afterwards every save must be in the store, under the right
 person, with the exact label in the order given, and SQLite must report an intact database.
 No timing asserts: speed is benchmarks/app.py's job.
 """
@@ -44,7 +45,7 @@ class Session:
     """What one simulated visitor did, for checking against the store afterwards."""
 
     name: str
-    clip: Path
+    clips: list[Path]  # one per round
     saved: list[str] = field(default_factory=list)
     predictions: list[dict[str, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -75,9 +76,10 @@ def visit(url: str, session: Session, index: int, start: threading.Barrier, tmp:
             break
         label = LABELS[(index + round_no) % len(LABELS)]
         try:
-            bars, _, _, _ = client.predict(handle_file(session.clip), api_name="/predict")
+            clip = session.clips[round_no]
+            bars, _, _, _ = client.predict(handle_file(clip), api_name="/predict")
             session.predictions.append(confidences(bars))
-            status = client.predict(handle_file(session.clip), label, f"round {round_no}", session.name, True,
+            status = client.predict(handle_file(clip), label, f"round {round_no}", session.name, True,
                                     api_name="/save_correction")  # True: the visitor agrees to keeping the clip
         except Exception:  # noqa: BLE001 - every failure is a finding, reported by the checks below
             session.errors.append(f"round {round_no}: " + traceback.format_exc())
@@ -101,7 +103,11 @@ def model_dir(workdir: Path) -> Path:
 def sessions(workdir: Path) -> list[Session]:
     folder = workdir / "clips"
     folder.mkdir()
-    return [Session(f"annotator-{i:02d}", tone(folder / f"tone{i:02d}.wav", 1.0, 150 * 1.1**i)) for i in range(CLIENTS)]
+    return [
+        Session(f"annotator-{i:02d}", [tone(folder / f"tone{i:02d}-{r}.wav", 1.0, 150 * 1.1**i * (1 + 0.02 * r))
+                                       for r in range(ROUNDS)])
+        for i in range(CLIENTS)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -132,24 +138,23 @@ def test_every_saved_label_is_in_the_store(load_run, sessions: list[Session]) ->
     store = load_run.ser_context.store
     version = load_run.ser_context.predictor.version
     for session in sessions:
-        sha = clip_sha256(load_audio(session.clip))
-        rows = store.labels_for(sha)
-        assert {row["annotator"] for row in rows} == {session.name}  # each clip got only its owner's labels
-        assert [row["label"] for row in rows] == session.saved
-        assert [row["note"] for row in rows] == [f"round {i}" for i in range(len(session.saved))]
-        assert all(row["model_version"] == version for row in rows)
+        for round_no, (clip, label) in enumerate(zip(session.clips, session.saved)):
+            rows = store.labels_for(clip_sha256(load_audio(clip)))
+            assert [(row["annotator"], row["label"], row["note"]) for row in rows] == [
+                (session.name, label, f"round {round_no}")]  # each clip got only its owner's one label
+            assert rows[0]["model_version"] == version
         assert store.count_labels(session.name) == len(session.saved)
     assert store.count_labels() == sum(len(s.saved) for s in sessions)
-    assert store.count_clips() == CLIENTS
+    assert store.count_clips() == sum(len(s.saved) for s in sessions)
     assert store.integrity_check() == "ok"
 
 
 def test_each_visitor_got_its_own_clips_prediction(load_run, model_dir: Path, sessions: list[Session]) -> None:
     """Answers are never crossed between concurrent sessions: each matches the model on that visitor's clip."""
     predictor = Predictor.from_pretrained(str(model_dir), runtime="eager")  # as the server runs it
-    expected = [predictor.predict(load_audio(s.clip)) for s in sessions]
-    closest = min(max(abs(a[k] - b[k]) for k in LABELS) for a, b in itertools.combinations(expected, 2))
+    first = [predictor.predict(load_audio(s.clips[0])) for s in sessions]
+    closest = min(max(abs(a[k] - b[k]) for k in LABELS) for a, b in itertools.combinations(first, 2))
     assert closest > 10 * TOLERANCE, "the clips must give distinct predictions for this check to mean anything"
-    for session, want in zip(sessions, expected):
-        for got in session.predictions:
-            assert got == pytest.approx(want, abs=TOLERANCE), session.name
+    for session in sessions:
+        for clip, got in zip(session.clips, session.predictions):
+            assert got == pytest.approx(predictor.predict(load_audio(clip)), abs=TOLERANCE), session.name
