@@ -218,7 +218,7 @@ class Predictor:
         """Does the model carry a speaker-adapted head (``ser.adaptation``)?"""
         return bool(getattr(self.model.config, "speaker_adaptation", False))
 
-    def predict(self, audio: Any, context: SpeakerContext | None = None, *,
+    def predict(self, audio: Any, context: SpeakerContext | None = None, *, denoise: str | None = None,
                 any_length: bool = False) -> dict[str, float]:
         """Probabilities per label (summing to 1) for one clip; raises ``InvalidAudio`` on bad input.
 
@@ -227,7 +227,8 @@ class Predictor:
 
         ``context`` holds the same voice's earlier clips (a session): the clip joins it and, once it
         holds ``MIN_CONTEXT_CLIPS``, is predicted relative to that voice. Models without a
-        speaker-adapted head ignore it. A clip shorter than ``ser.audio.MIN_JUDGED_S`` raises
+        speaker-adapted head ignore it. ``denoise`` asks for a ``ser.denoise`` method (``heard``: a
+        model trained on denoised audio always gets its own). A clip shorter than ``ser.audio.MIN_JUDGED_S`` raises
         ``TooShortToJudge`` (an ``InvalidAudio``): no answer beats a confident guess from a click.
         ``any_length=True`` lifts that for scoring a model on every clip of a corpus (retrain,
         distillation), never for an answer someone reads.
@@ -235,7 +236,7 @@ class Predictor:
         waveform = load_audio(audio)
         if not any_length:
             check_judgeable(waveform)
-        return self.predict_heard(self.heard(waveform), context)
+        return self.predict_heard(self.heard(waveform, denoise), context)
 
     def heard(self, waveform: np.ndarray, denoise: str | None = None) -> np.ndarray:
         """The waveform as the model must hear it: denoised with the method it was trained on
@@ -293,9 +294,10 @@ class Predictor:
         """
         return [self.predict(clip) for clip in clips]
 
-    def timeline(self, audio: Any, window_s: float = 3.0, hop_s: float = 1.5) -> list[dict[str, Any]]:
-        """Probabilities per window for long recordings: emotion over time."""
-        waveform = self.heard(load_audio(audio))
+    def timeline(self, audio: Any, window_s: float = 3.0, hop_s: float = 1.5, *,
+                 denoise: str | None = None) -> list[dict[str, Any]]:
+        """Probabilities per window for long recordings: emotion over time (``denoise`` as in ``predict``)."""
+        waveform = self.heard(load_audio(audio), denoise)
         return [
             {
                 "start": segment.start_s,
@@ -353,16 +355,17 @@ class Predictor:
     def predict_speech(self, audio: Any, *, trim: bool = False, denoise: str | None = None) -> dict[str, float]:
         """``predict`` after optional denoising, refusing a clip with no speech (``ser.speech.NoSpeech``)
         and, with ``trim``, cutting its leading and trailing silence. Off by default: on EmoDB trimming
-        cost 0.014 UAR and 1.24x the time (benchmarks/results/vad.md)."""
+        cost 0.014 UAR and 1.24x the time (benchmarks/results/vad.md). Speech is looked for after
+        denoising, and a clip trimmed below ``MIN_JUDGED_S`` is too short to judge."""
         from ser.speech import prepare
 
-        return self.predict_heard(prepare(load_audio(audio), trim=trim, denoise=self.denoise or denoise))
+        return self.predict_heard(check_judgeable(prepare(self.heard(load_audio(audio), denoise), trim=trim)))
 
     def utterances(self, audio: Any, *, denoise: str | None = None) -> list[dict[str, Any]]:
         """One prediction per utterance (speech between pauses of ``ser.speech.UTTERANCE_GAP_S`` or more)."""
         from ser.speech import prepare, utterances
 
-        waveform = prepare(load_audio(audio), trim=False, denoise=self.denoise or denoise)
+        waveform = prepare(self.heard(load_audio(audio), denoise), trim=False)
         rows = []
         for region in utterances(waveform):
             part = waveform[round(region.start_s * SAMPLE_RATE) : round(region.end_s * SAMPLE_RATE)]

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         decoded = decoded_stream(todo, workers)
         if getattr(args, "vad", False) or getattr(args, "denoise", None):
-            decoded = prepared_stream(decoded, vad=args.vad, denoise=args.denoise, predictor=predictor)
+            decoded = prepared_stream(decoded, predictor, vad=args.vad, denoise=args.denoise)
         if args.adapt_by and not predictor.adapts_to_speakers:
             progress.write(f"note: {predictor.name} has no speaker-adapted head; --adapt-by is ignored", file=sys.stderr)
         stream = (adapted_stream(predictor, decoded) if args.adapt_by and predictor.adapts_to_speakers
@@ -132,26 +132,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepared_stream(decoded: Any, *, vad: bool, denoise: str | None, predictor: Any = None) -> Any:
-    """Decoded clips denoised and/or checked for speech and trimmed; a clip with no speech becomes an error.
-
-    A model trained on denoised audio gets its own method (``Predictor.heard``) whatever ``--denoise`` says,
-    denoised before the speech is looked for, and is not denoised again."""
+def prepared_stream(decoded: Any, predictor: Any, *, vad: bool, denoise: str | None) -> Any:
+    """Decoded clips as the model must hear them (``Predictor.heard``: a model trained on denoised audio
+    gets its own method whatever ``--denoise`` says), with ``vad`` checked for speech and trimmed to it;
+    a clip with no speech, or trimmed too short to judge, becomes an error."""
     from ser.audio import InvalidAudio, check_judgeable
     from ser.speech import prepare
 
-    method = (getattr(predictor, "denoise", None) or denoise) if predictor is not None else denoise
     for clip in decoded:
         if clip.waveform is not None:
             try:
-                if vad:
-                    clip.waveform = prepare(clip.waveform, trim=True, denoise=method)
-                elif method:
-                    from ser.denoise import denoise as suppress
-
-                    clip.waveform = suppress(clip.waveform, method)
+                waveform = predictor.heard(clip.waveform, denoise)
+                clip.waveform = check_judgeable(prepare(waveform, trim=True) if vad else waveform)
                 clip.heard = True
-                check_judgeable(clip.waveform)  # trimming can leave less than a judgeable clip
             except InvalidAudio as error:
                 clip.waveform, clip.error = None, str(error)
         yield clip

@@ -36,13 +36,9 @@ class PredictorActor:
     def predict(self, path: str) -> dict[str, float]:
         """As ``python -m ser predict`` does it locally: denoised (the model's own method first, see
         ``Predictor.heard``) and, with ``vad``, refused without speech and trimmed to it."""
-        from ser.audio import load_audio
-
         if self.vad:
             return self.predictor.predict_speech(path, trim=True, denoise=self.denoise)
-        if self.denoise:
-            return self.predictor.predict_heard(self.predictor.heard(load_audio(path), self.denoise))
-        return self.predictor.predict(path)
+        return self.predictor.predict(path, denoise=self.denoise)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from ser.audio import InvalidAudio

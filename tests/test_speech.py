@@ -144,3 +144,17 @@ def test_predictor_refuses_noise_and_predicts_utterances(model_dir, clip):
     assert set(predictor.predict_speech(clip, trim=True)) == set(predictor.labels)
     joined = np.concatenate([clip, np.zeros(2 * SAMPLE_RATE, dtype=np.float32), clip])
     assert len(predictor.utterances(joined)) == 2
+
+
+def test_a_clip_trimmed_below_the_judging_minimum_is_too_short(model_dir, clip, monkeypatch):
+    """Trimming can leave less than a judgeable clip: predict_speech applies the short-clip rule after it."""
+    from ser.audio import MIN_JUDGED_S, TooShortToJudge
+    from ser.model import Predictor
+
+    predictor = Predictor.from_pretrained(model_dir, runtime="eager")
+    assert set(predictor.predict_speech(clip, trim=True)) == set(predictor.labels)
+    word = speech.Region(1.0, 1.0 + MIN_JUDGED_S / 2)  # what the VAD finds in a clip holding one short word
+    monkeypatch.setattr(speech, "speech_regions", lambda waveform, **_: [word])
+    assert set(predictor.predict_speech(clip)) == set(predictor.labels)  # untrimmed: long enough
+    with pytest.raises(TooShortToJudge):
+        predictor.predict_speech(clip, trim=True)

@@ -52,18 +52,20 @@ def timeline_frame(timeline: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def analyse(model: Predictor, waveform: np.ndarray, window_s: float, hop_s: float,
-            context: SpeakerContext | None = None) -> tuple[dict[str, float], list[dict[str, Any]] | None]:
+            context: SpeakerContext | None = None,
+            denoise: str | None = None) -> tuple[dict[str, float], list[dict[str, Any]] | None]:
     """Probabilities for a clip, and its timeline when it holds at least ``TIMELINE_MIN_WINDOWS``
     windows' worth of audio (a 4 s clip's "timeline" was two overlapping points: no movement to show).
 
     The probabilities are ``Predictor.predict``'s, whatever the clip's length, so the Demo tab gives
     the answer the Annotate tab, the HTTP API and the CLI give for the same clip; the timeline is
-    only the plot of how it moves. ``context`` (the visitor's voice so far) adapts it to that voice.
+    only the plot of how it moves. ``context`` (the visitor's voice so far) adapts it to that voice;
+    ``denoise`` is the visitor's "reduce background noise" choice (``Predictor.heard`` decides).
     """
-    probs = model.predict(waveform, context=context)
+    probs = model.predict(waveform, context=context, denoise=denoise)
     if len(waveform) / SAMPLE_RATE < TIMELINE_MIN_WINDOWS * window_s:
         return probs, None
-    return probs, model.timeline(waveform, window_s, hop_s)
+    return probs, model.timeline(waveform, window_s, hop_s, denoise=denoise)
 
 
 def emotion_colours(labels: list[str]) -> dict[str, str]:
@@ -270,11 +272,8 @@ def build_demo_tab(context: AppContext) -> DemoTab:
             speaker = voice_so_far if isinstance(voice_so_far, SpeakerContext) else SpeakerContext()
         with user_errors("Could not use this audio"):
             waveform = context.load_audio(audio_path)
-            if denoise_first and not model.denoise:  # a model trained denoised denoises whatever it hears
-                from ser.denoise import denoise  # noisereduce loads on first use, not at start-up
-
-                waveform = denoise(waveform)
-            probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s, speaker)
+            probs, timeline = analyse(model, waveform, context.config.window_s, context.config.hop_s, speaker,
+                                      denoise="spectral" if denoise_first else None)
         if timeline:
             plot = gr.LinePlot(value=timeline_frame(timeline), color_map=emotion_colours(model.labels), visible=True)
         else:
