@@ -851,13 +851,8 @@ class AnnotationStore:
                 if majority is not None:
                     annotators[name].majority_clips += 1
                     annotators[name].with_majority += int(label == majority)
-        table = [[Counter(label for _, label in by.values())[c] for c in EMOTIONS] for by in multi.values()]
-        names = sorted({name for by in multi.values() for name in by})
-        codes = {label: i for i, label in enumerate(EMOTIONS)}
-        data = [[codes[by[a][1]] if a in by else np.nan for by in multi.values()] for a in names]
         return QueueAgreement(queue=queue, total=total, clips=clips, annotators=annotators,
-                              kappa=fleiss_kappa([row for row in table]) if table else None,
-                              alpha=krippendorff_alpha(data) if data else None)
+                              kappa=_kappa(multi), alpha=_alpha(multi))
 
     def clip_agreement(self) -> dict[str, dict[str, Any]]:
         """Per clip: number of voters, the majority label (None on a tie) and the share agreeing with it."""
@@ -888,18 +883,11 @@ class AnnotationStore:
 
     def fleiss_kappa(self) -> float | None:
         """Fleiss' kappa over clips with at least two labels (None when undefined)."""
-        clips = self._multi_rated()
-        categories = sorted({label for by in clips.values() for _, label in by.values()})
-        table = [[Counter(l for _, l in by.values())[c] for c in categories] for by in clips.values()]
-        return fleiss_kappa(table)
+        return _kappa(self._multi_rated())
 
     def krippendorff_alpha(self) -> float | None:
         """Krippendorff's alpha (nominal) over clips with at least two labels (None when undefined)."""
-        clips = self._multi_rated()
-        annotators = sorted({name for by in clips.values() for name in by})
-        codes = {label: i for i, label in enumerate(EMOTIONS)}
-        data = [[codes[by[a][1]] if a in by else np.nan for by in clips.values()] for a in annotators]
-        return krippendorff_alpha(data)
+        return _alpha(self._multi_rated())
 
     # -- model versions -------------------------------------------------------------------------------
 
@@ -1205,6 +1193,21 @@ def _apply_policy(
         if agreement < min_agreement:
             return None, "low_agreement"
     return majority, ""
+
+
+Votes = dict[str, dict[str, tuple[int, str]]]  # clip -> annotator -> (label id, label), as ``AnnotationStore.votes``
+
+
+def _kappa(rated: Votes) -> float | None:
+    """Fleiss' kappa of clips rated two or more times (a column per emotion; unused ones add nothing)."""
+    return fleiss_kappa([[Counter(label for _, label in by.values())[c] for c in EMOTIONS] for by in rated.values()])
+
+
+def _alpha(rated: Votes) -> float | None:
+    """Nominal Krippendorff's alpha of clips rated two or more times (NaN where an annotator did not rate)."""
+    codes = {label: i for i, label in enumerate(EMOTIONS)}
+    annotators = sorted({name for by in rated.values() for name in by})
+    return krippendorff_alpha([[codes[by[a][1]] if a in by else np.nan for by in rated.values()] for a in annotators])
 
 
 def fleiss_kappa(table: Sequence[Sequence[int]]) -> float | None:
